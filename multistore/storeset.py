@@ -1,0 +1,450 @@
+"""The public API: every configured store, behind one object.
+
+Everything hangs off a :class:`StoreSet` built from a ``ConfigOpts`` by
+:func:`load`; there is no module-level state, so two configurations can
+live in one process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from oslo_config import cfg
+
+from multistore import config, errors, stream
+from multistore.driver import Driver, ReadStream, Writer
+from multistore.location import redact, scheme_of
+from multistore.progress import Callback
+from multistore.registry import Registry
+from multistore.store import Store
+
+LOG = logging.getLogger(__name__)
+DEFAULT_HASHING_ALGO = "sha512"
+
+
+@dataclasses.dataclass(frozen=True)
+class AddResult:
+    """Where an image landed and what was stored.
+
+    ``metadata`` is the location metadata to keep with the URL
+    (``{'store': id}`` plus driver extras).
+    """
+
+    location: str
+    store: str
+    size: int
+    checksum: str
+    multihash: str
+    hashing_algo: str
+    metadata: Mapping[str, Any]
+
+    def as_glance_tuple(self) -> tuple[str, int, str, str, dict[str, Any]]:
+        """glance_store's ``add`` return value: (url, size, md5, multihash, metadata)."""
+        return (self.location, self.size, self.checksum, self.multihash, dict(self.metadata))
+
+    def __repr__(self) -> str:
+        return (f"AddResult(location={redact(self.location)!r}, store={self.store!r}, "
+                f"size={self.size}, checksum={self.checksum!r})")
+
+
+class ImageReader:
+    """An open image: iterate it for bytes; use it as a context manager.
+
+    ``size`` is the number of bytes this reader yields (the range's length
+    for a ranged read), or ``None`` when the backend does not say.
+    """
+
+    def __init__(self, stream_: ReadStream, store: str,
+                 progress: Callback | None = None) -> None:
+        self._stream = stream_
+        self.store = store
+        self.size = stream_.size
+        self._progress = progress
+        if progress is not None:
+            progress.set_size(self.size)
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._stream:
+                if self._progress is not None:
+                    self._progress.relative_update(len(chunk))
+                yield chunk
+        except errors.MultistoreError:
+            raise
+        except OSError as exc:
+            raise errors.BackendUnavailable(f"reading failed: {exc}", store=self.store,
+                                            operation="get") from exc
+
+    def read_all(self) -> bytes:
+        return b"".join(self)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> ImageReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StoreSet:
+    """All stores of one configuration. Thread-safe."""
+
+    def __init__(self, conf: cfg.ConfigOpts, stores: Sequence[Store], default: str) -> None:
+        self.conf = conf
+        self._stores = {s.id: s for s in stores}
+        self._default = default
+        self._closed = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"<StoreSet default={self._default!r} stores={list(self._stores)}>"
+
+    # -- the stores --------------------------------------------------------
+
+    @property
+    def default(self) -> str:
+        """The default store's id."""
+        return self._default
+
+    def __getitem__(self, store_id: str) -> Store:
+        try:
+            return self._stores[store_id]
+        except KeyError:
+            raise errors.BadLocation(
+                f"no store with this id; configured: {', '.join(self.ids(hidden=True))}",
+                store=store_id) from None
+
+    def __contains__(self, store_id: object) -> bool:
+        return store_id in self._stores
+
+    def __iter__(self) -> Iterator[Store]:
+        return iter(self._stores.values())
+
+    def ids(self, hidden: bool = False) -> list[str]:
+        """Store ids in configuration order; reserved stores only if ``hidden``."""
+        return [s.id for s in self._stores.values() if hidden or not s.reserved]
+
+    def info(self, detail: bool = False) -> list[dict[str, Any]]:
+        """The store listing (reserved stores are not shown)."""
+        return [s.info(s.id == self._default, detail)
+                for s in self._stores.values() if not s.reserved]
+
+    def weight(self, store_id: str) -> int:
+        return self[store_id].weight
+
+    def store_for(self, location: str, store: str | None = None) -> Store:
+        """The store a location belongs to; with ``store``, check the binding."""
+        if store is not None:
+            found = self[store]
+            if not found.driver.owns(location):
+                raise errors.BadLocation(
+                    f"location {redact(location)!r} does not belong to this store",
+                    store=store)
+            return found
+        scheme = scheme_of(location)
+        matches = [s for s in self._stores.values()
+                   if scheme in s.driver.schemes and s.driver.owns(location)]
+        if not matches:
+            raise errors.BadLocation(
+                f"no configured store holds {redact(location)!r}")
+        if len(matches) > 1:
+            raise errors.BadLocation(
+                f"location {redact(location)!r} could belong to stores "
+                f"{', '.join(m.id for m in matches)}: name the store")
+        return matches[0]
+
+    # -- operations --------------------------------------------------------
+
+    def add(self, image_id: str, data: Any, size: int | None = None, *,
+            store: str | None = None, hashing_algo: str = DEFAULT_HASHING_ALGO,
+            verifier: stream.Verifier | None = None, progress: Callback | None = None,
+            checksum: str | None = None, context: Any = None) -> AddResult:
+        """Stream ``data`` into a store (the default one if not named).
+
+        ``size`` 0 or ``None`` means unknown. md5 and the multihash are
+        computed on the way; ``checksum``, if given, is the md5 the data must
+        have. On any failure nothing is left in the store.
+        """
+        target = self[store or self._default]
+        return self._write(image_id, data, size, [target], hashing_algo=hashing_algo,
+                           verifier=verifier, progress=progress, checksum=checksum,
+                           context=context, operation="add")[0]
+
+    def get(self, location: str, *, store: str | None = None, offset: int = 0,
+            length: int | None = None, progress: Callback | None = None,
+            context: Any = None) -> ImageReader:
+        """Open an image, whole or ``length`` bytes from ``offset``."""
+        if offset < 0 or (length is not None and length < 0):
+            raise errors.BadLocation(f"invalid range: offset {offset}, length {length}",
+                                     store=store, operation="get")
+        found = self.store_for(location, store)
+        found.require("get", offset=offset, length=length)
+        with _context(found, "get"):
+            opened = found.driver.open_reader(location, offset, length, context=context)
+        return ImageReader(opened, found.id, progress)
+
+    def get_size(self, location: str, *, store: str | None = None,
+                 context: Any = None) -> int:
+        found = self.store_for(location, store)
+        with _context(found, "get_size"):
+            return found.driver.get_size(location, context=context)
+
+    def delete(self, location: str, *, store: str | None = None,
+               context: Any = None) -> None:
+        found = self.store_for(location, store)
+        found.require("delete")
+        with _context(found, "delete"):
+            found.driver.delete(location, context=context)
+        LOG.info("deleted %s from store %s", redact(location), found.id)
+
+    def copy(self, location: str, to: Sequence[str] | str, *, store: str | None = None,
+             image_id: str | None = None, hashing_algo: str = DEFAULT_HASHING_ALGO,
+             checksum: str | None = None, progress: Callback | None = None,
+             context: Any = None) -> list[AddResult]:
+        """Copy an image to other stores, reading the source once.
+
+        ``to`` is a list of store ids or ``"all"`` (every writable store
+        listed, except the source's). Every target is written from the same
+        stream; each target's size is checked against the source's, and
+        ``checksum`` (the md5 recorded for the image), if given, against the
+        data. All targets succeed or none keeps the image.
+        """
+        source = self.store_for(location, store)
+        if to == "all":
+            targets = [s for s in self._stores.values()
+                       if not s.reserved and s.id != source.id and s.capabilities.write]
+        else:
+            if isinstance(to, str):
+                to = [to]
+            if not to:
+                raise errors.BadLocation("no target store given", operation="copy")
+            if len(set(to)) != len(to):
+                raise errors.BadLocation(f"a target is named twice: {list(to)}",
+                                         operation="copy")
+            targets = [self[t] for t in to]
+            for target in targets:
+                if target.id == source.id:
+                    raise errors.Duplicate("the image is already in this store "
+                                           "(it is the copy's source)",
+                                           store=target.id, operation="copy")
+        if not targets:
+            return []
+        image_id = image_id or source.driver.image_id(location)
+        with self.get(location, store=source.id, context=context) as reader:
+            return self._write(image_id, reader, reader.size, targets,
+                               hashing_algo=hashing_algo, verifier=None,
+                               progress=progress, checksum=checksum,
+                               context=context, operation="copy")
+
+    def close(self) -> None:
+        """Release every driver's connections."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for s in self._stores.values():
+            try:
+                s.driver.close()
+            except Exception:  # noqa: BLE001 - closing the others matters more
+                LOG.exception("closing store %s failed", s.id)
+
+    def __enter__(self) -> StoreSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the write path ----------------------------------------------------
+
+    def _write(self, image_id: str, data: Any, size: int | None, targets: Sequence[Store],
+               *, hashing_algo: str, verifier: stream.Verifier | None,
+               progress: Callback | None, checksum: str | None, context: Any,
+               operation: str) -> list[AddResult]:
+        for target in targets:
+            target.require("add")
+            target.check_image_id(image_id)
+        size = size or None
+        md5 = stream.HashSink("md5")
+        multihash = stream.HashSink(hashing_algo)
+        sinks: list[stream.Sink] = [md5, multihash]
+        if verifier is not None:
+            sinks.append(stream.VerifierSink(verifier))
+        writers: list[tuple[Store, Writer]] = []
+        try:
+            for target in targets:
+                with _context(target, operation):
+                    writers.append((target, target.driver.open_writer(image_id, size,
+                                                                      context=context)))
+            sinks += [stream.WriterSink(t.id, w) for t, w in writers]
+            if progress is not None:
+                progress.set_size(size)
+            chunk = max([t.driver.write_chunk_size or self.conf[config.CORE_GROUP]
+                         .stream_chunk_size for t in targets])
+            total = self._transfer(data, size, sinks, chunk, targets, operation)
+            if checksum is not None and checksum != md5.hexdigest():
+                raise errors.ChecksumMismatch(
+                    f"the data's md5 is {md5.hexdigest()}, {checksum} was expected",
+                    store=",".join(t.id for t in targets), operation=operation)
+            stored = stream.run_parallel([
+                _committer(t, w, operation) for t, w in writers])
+        except BaseException:
+            for target, writer in writers:
+                _abort(target, writer, operation)
+            raise
+        results = []
+        for (target, _), done in zip(writers, stored):
+            metadata = {**done.metadata, "store": target.id}
+            results.append(AddResult(done.location, target.id, total, md5.hexdigest(),
+                                     multihash.hexdigest(), hashing_algo, metadata))
+            LOG.info("%s image %s to store %s: %s, %d bytes", operation, image_id,
+                     target.id, redact(done.location), total)
+        if operation == "copy":
+            self._verify_copies(results, total, context)
+        return results
+
+    def _transfer(self, data: Any, size: int | None, sinks: list[stream.Sink],
+                  chunk: int, targets: Sequence[Store], operation: str) -> int:
+        store_ids = ",".join(t.id for t in targets)
+        try:
+            return stream.transfer(
+                data, size, sinks, chunk_size=chunk,
+                buffers=self.conf[config.CORE_GROUP].stream_buffers,
+                store=store_ids, operation=operation)
+        except stream._Failure as failure:
+            exc = failure.exc
+            if isinstance(exc, errors.MultistoreError):
+                raise exc from None
+            target = getattr(failure.sink, "store", store_ids)
+            raise _translate(exc, target, operation) from exc
+        except errors.MultistoreError:
+            raise
+        except Exception as exc:
+            # The caller's data failed to read: their exception, with context.
+            exc.add_note(f"multistore: while streaming into store {store_ids} "
+                         f"({operation}); nothing was stored")
+            raise
+
+    def _verify_copies(self, results: list[AddResult], size: int, context: Any) -> None:
+        for result in results:
+            target = self._stores[result.store]
+            with _context(target, "copy"):
+                stored = target.driver.get_size(result.location, context=context)
+            if stored != size:
+                for r in results:
+                    _delete_quietly(self._stores[r.store], r.location, context)
+                raise errors.SizeMismatch(
+                    f"the copy holds {stored} bytes, the source {size}; "
+                    "every copy was removed", store=result.store, operation="copy")
+
+
+def _committer(target: Store, writer: Writer, operation: str) -> Any:
+    def commit() -> Any:
+        with _context(target, operation):
+            return writer.commit()
+    return commit
+
+
+def _abort(target: Store, writer: Writer, operation: str) -> None:
+    try:
+        writer.abort()
+    except Exception:  # noqa: BLE001 - the original error matters more
+        LOG.exception("store %s: cleaning up after a failed %s also failed",
+                      target.id, operation)
+
+
+def _delete_quietly(target: Store, location: str, context: Any) -> None:
+    try:
+        target.driver.delete(location, context=context)
+    except Exception:  # noqa: BLE001
+        LOG.exception("store %s: removing %s failed", target.id, redact(location))
+
+
+class _context:
+    """Turn a driver's stray exception into a MultistoreError naming the store."""
+
+    def __init__(self, store: Store, operation: str) -> None:
+        self.store = store
+        self.operation = operation
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            return False
+        if isinstance(exc, errors.MultistoreError):
+            if exc.store is None:
+                exc.store = self.store.id
+            if exc.operation is None:
+                exc.operation = self.operation
+            return False
+        if isinstance(exc, Exception):
+            raise _translate(exc, self.store.id, self.operation) from exc
+        return False
+
+
+def _translate(exc: BaseException, store: str, operation: str) -> errors.MultistoreError:
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return errors.StorageFull(f"no space left: {exc.strerror}", store=store,
+                                  operation=operation)
+    if isinstance(exc, PermissionError):
+        return errors.WriteDenied(f"permission denied: {exc.strerror}", store=store,
+                                  operation=operation)
+    if isinstance(exc, FileNotFoundError):
+        return errors.NotFound(f"not found: {exc.strerror}", store=store,
+                               operation=operation)
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return errors.BackendUnavailable(f"the backend did not answer: {exc}",
+                                         store=store, operation=operation)
+    return errors.MultistoreError(f"{type(exc).__name__}: {exc}", store=store,
+                                  operation=operation)
+
+
+def load(conf: cfg.ConfigOpts, reserved: Mapping[str, str] | None = None,
+         drivers: Mapping[str, type[Driver]] | None = None) -> StoreSet:
+    """Build the store set an operator configured.
+
+    ``reserved`` maps internal store ids (``os_glance_staging_store``) to
+    their driver types; they work like any store but are not listed.
+    ``drivers`` adds driver classes without entry points (tests, embedding).
+    Raises :class:`~multistore.errors.ConfigError` naming the store and
+    option for anything wrong.
+    """
+    registry = Registry(drivers)
+    layout = config.read_layout(conf, reserved, registry.canonical)
+    stores = []
+    for spec in layout.stores:
+        cls = registry.load(spec.type, store=spec.id)
+        store_conf = config.StoreConf(conf, spec, cls.options,
+                                      cls.option_defaults(spec.id, spec.reserved))
+        store_conf.check()
+        driver = cls(spec.id, store_conf)
+        with _context_for_configure(spec.id):
+            driver.configure()
+        stores.append(Store(spec, driver, store_conf))
+    LOG.debug("loaded stores %s (default %s)", [s.id for s in stores], layout.default)
+    return StoreSet(conf, stores, layout.default)
+
+
+class _context_for_configure:
+    def __init__(self, store_id: str) -> None:
+        self.store_id = store_id
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or isinstance(exc, errors.ConfigError):
+            if isinstance(exc, errors.ConfigError) and exc.store is None:
+                exc.store = self.store_id
+            return False
+        if isinstance(exc, Exception):
+            raise errors.ConfigError(f"{type(exc).__name__}: {exc}",
+                                     store=self.store_id) from exc
+        return False

@@ -1,0 +1,276 @@
+"""The one place image data flows through on its way into stores.
+
+:func:`transfer` reads the caller's data into a small, fixed pool of
+buffers and fans every buffer out to *sinks*, each running in its own
+thread: the md5 hasher, the multihash hasher, the signature verifier and
+one writer per target store. A buffer goes back to the pool once every sink
+is done with it, so memory is bounded by ``buffers * chunk_size`` whatever
+the image size, and the slowest sink sets the pace (hashlib and file writes
+release the GIL, so md5 and sha512 run side by side on two cores).
+
+Size checks, progress, the verifier and cleanup on failure live here and
+nowhere else: drivers only see :meth:`~multistore.driver.Writer.write`,
+``commit`` and ``abort``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from multistore import errors
+from multistore.progress import Callback
+
+
+class Verifier(Protocol):
+    """Glance's image-signature verifier: fed every byte, in order, once."""
+
+    def update(self, data: bytes) -> None: ...
+
+
+def new_hasher(algo: str) -> Any:
+    """A hashlib object; md5 is not used for security here."""
+    try:
+        return hashlib.new(algo, usedforsecurity=False)
+    except (ValueError, TypeError) as exc:
+        raise errors.UnknownHashingAlgo(f"unknown hashing algorithm {algo!r}") from exc
+
+
+# -- the source ------------------------------------------------------------
+
+class Source:
+    """The caller's data, whatever its shape, read into the core's buffers.
+
+    Accepts bytes-like objects, binary files (``readinto`` is used when
+    there, so bytes are copied once, from the kernel into a pool buffer) and
+    iterables of bytes (coalesced into full buffers so that hashing and
+    writing always work on large blocks).
+    """
+
+    def __init__(self, data: Any) -> None:
+        self._pending = memoryview(b"")
+        self._readinto: Callable[[memoryview], int | None] | None = None
+        self._read: Callable[[int], bytes] | None = None
+        self._chunks: Iterator[bytes] | None = None
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            self._pending = memoryview(data).cast("B")
+        elif hasattr(data, "readinto") and not isinstance(data, io.TextIOBase):
+            self._readinto = data.readinto
+        elif hasattr(data, "read"):
+            self._read = data.read
+        elif isinstance(data, Iterable):
+            self._chunks = iter(data)
+        else:
+            raise TypeError(f"image data must be bytes, a binary file or an "
+                            f"iterable of bytes, not {type(data).__name__}")
+
+    def fill(self, buf: memoryview) -> int:
+        """Fill ``buf`` as far as the data goes; 0 means the end."""
+        filled = 0
+        size = len(buf)
+        while filled < size:
+            if self._pending:
+                n = min(size - filled, len(self._pending))
+                buf[filled:filled + n] = self._pending[:n]
+                self._pending = self._pending[n:]
+                filled += n
+                continue
+            if self._readinto is not None:
+                n = self._readinto(buf[filled:])
+                if not n:
+                    break
+                filled += n
+                continue
+            chunk = self._next_chunk(size - filled)
+            if chunk is None:
+                break
+            self._pending = memoryview(chunk).cast("B")
+        return filled
+
+    def _next_chunk(self, want: int) -> bytes | None:
+        if self._read is not None:
+            chunk = self._read(want)
+            return chunk or None
+        if self._chunks is not None:
+            for chunk in self._chunks:
+                if chunk:
+                    if isinstance(chunk, str):
+                        raise TypeError("image data chunks must be bytes, not str")
+                    return chunk
+        return None
+
+
+# -- sinks -----------------------------------------------------------------
+
+class Sink:
+    """Consumes every buffer in order, in a thread of its own."""
+
+    name = "sink"
+
+    def consume(self, data: memoryview) -> None:
+        raise NotImplementedError
+
+
+class HashSink(Sink):
+    def __init__(self, algo: str) -> None:
+        self.name = algo
+        self.hasher = new_hasher(algo)
+
+    def consume(self, data: memoryview) -> None:
+        self.hasher.update(data)
+
+    def hexdigest(self) -> str:
+        return self.hasher.hexdigest()
+
+
+class VerifierSink(Sink):
+    name = "verifier"
+
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+
+    def consume(self, data: memoryview) -> None:
+        # bytes, not the pool's buffer: a verifier may keep what it is given.
+        self.verifier.update(bytes(data))
+
+
+class WriterSink(Sink):
+    def __init__(self, store: str, writer: Any) -> None:
+        self.name = f"writer for store {store!r}"
+        self.store = store
+        self.writer = writer
+
+    def consume(self, data: memoryview) -> None:
+        self.writer.write(data)
+
+
+# -- the pipeline ----------------------------------------------------------
+
+@dataclasses.dataclass
+class Transferred:
+    size: int
+    checksum: str
+    multihash: str
+
+
+class _Item:
+    __slots__ = ("view", "buf", "pending", "lock")
+
+    def __init__(self, view: memoryview, buf: bytearray, pending: int) -> None:
+        self.view = view
+        self.buf = buf
+        self.pending = pending
+        self.lock = threading.Lock()
+
+
+class _Failure(Exception):
+    """A sink failed; carries the sink's exception."""
+
+    def __init__(self, sink: Sink, exc: BaseException) -> None:
+        super().__init__(sink.name)
+        self.sink = sink
+        self.exc = exc
+
+
+class _Worker(threading.Thread):
+    def __init__(self, sink: Sink, release: Callable[[_Item], None],
+                 failed: threading.Event) -> None:
+        super().__init__(name=f"multistore-{sink.name}", daemon=True)
+        self.sink = sink
+        self.queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self._release = release
+        self._failed = failed
+
+    def run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            try:
+                if self.error is None:
+                    self.sink.consume(item.view)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self.error = exc
+                self._failed.set()
+            finally:
+                self._release(item)
+
+
+def transfer(data: Any, size: int | None, sinks: Sequence[Sink], *,
+             chunk_size: int, buffers: int, progress: Callback | None = None,
+             store: str | None = None, operation: str = "add") -> int:
+    """Stream ``data`` through every sink; return the number of bytes.
+
+    Raises :class:`~multistore.errors.SizeMismatch` when ``size`` is given
+    and the data is longer or shorter; re-raises the first sink failure or
+    the source's own exception. The caller commits or aborts writers.
+    """
+    source = Source(data)
+    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+    allocated = 0
+    failed = threading.Event()
+
+    def release(item: _Item) -> None:
+        with item.lock:
+            item.pending -= 1
+            last = item.pending == 0
+        if last:
+            free.put(item.buf)
+
+    workers = [_Worker(sink, release, failed) for sink in sinks]
+    for worker in workers:
+        worker.start()
+    total = 0
+    try:
+        while not failed.is_set():
+            if allocated < buffers and free.empty():
+                buf = bytearray(chunk_size)
+                allocated += 1
+            else:
+                buf = free.get()
+            view = memoryview(buf)
+            if size is not None:
+                # Read one byte past the announced end to notice longer data.
+                view = view[:max(1, min(chunk_size, size + 1 - total))]
+            n = source.fill(view)
+            if n == 0:
+                free.put(buf)
+                break
+            total += n
+            if size is not None and total > size:
+                raise errors.SizeMismatch(
+                    f"the data is longer than the {size} bytes announced",
+                    store=store, operation=operation)
+            item = _Item(view[:n], buf, len(workers))
+            for worker in workers:
+                worker.queue.put(item)
+            if progress is not None:
+                progress.relative_update(n)
+    finally:
+        for worker in workers:
+            worker.queue.put(None)
+        for worker in workers:
+            worker.join()
+    for worker in workers:
+        if worker.error is not None:
+            raise _Failure(worker.sink, worker.error)
+    if size is not None and total != size:
+        raise errors.SizeMismatch(
+            f"the data ended after {total} bytes, {size} were announced",
+            store=store, operation=operation)
+    return total
+
+
+def run_parallel(calls: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Run the calls side by side (commits of several targets); re-raise the first error."""
+    if len(calls) == 1:
+        return [calls[0]()]
+    with ThreadPoolExecutor(max_workers=len(calls),
+                            thread_name_prefix="multistore-commit") as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [f.result() for f in futures]
+

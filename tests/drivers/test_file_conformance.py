@@ -1,4 +1,4 @@
-"""The conformance suite on the file driver, durable and not."""
+"""The conformance suite on the file driver: durable, not synced, thin."""
 
 import pytest
 
@@ -8,7 +8,7 @@ from multistore.testing.conformance import ConformanceSuite
 
 
 class TestFileConformance(ConformanceSuite):
-    fsync = True
+    options = {"filesystem_store_fsync": True}
 
     @pytest.fixture
     def make_stores(self, tmp_path):
@@ -17,7 +17,7 @@ class TestFileConformance(ConformanceSuite):
                 "DEFAULT": {"enabled_backends": {"disk": "file"}},
                 "glance_store": {"default_backend": "disk"},
                 "disk": {"filesystem_store_datadir": tmp_path / "images",
-                         "filesystem_store_fsync": self.fsync, **overrides},
+                         **self.options, **overrides},
             }, tmp_path)
             return multistore.load(conf)
         return make
@@ -30,20 +30,10 @@ class TestFileConformance(ConformanceSuite):
 
 
 class TestFileConformanceNoSync(TestFileConformance):
-    fsync = False
+    options = {"filesystem_store_fsync": False}
 
 
 class TestFileConformanceThin(TestFileConformance):
     """Thin provisioning changes how bytes are written, not what is read."""
 
-    @pytest.fixture
-    def make_stores(self, tmp_path):
-        def make(**overrides):
-            conf = make_conf({
-                "DEFAULT": {"enabled_backends": {"disk": "file"}},
-                "glance_store": {"default_backend": "disk"},
-                "disk": {"filesystem_store_datadir": tmp_path / "images",
-                         "filesystem_thin_provisioning": True, **overrides},
-            }, tmp_path)
-            return multistore.load(conf)
-        return make
+    options = {"filesystem_thin_provisioning": True}

@@ -124,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.ConfigError as exc:
         print(f"configuration error: {exc}", file=err)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``multistore get ... | head``): not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (errors.MultistoreError, OSError) as exc:
         print(f"error: {exc}", file=err)
         return 1
@@ -138,9 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def print_human(result: Any, out: TextIO) -> None:
     if isinstance(result, list):
-        for item in result:
+        for index, item in enumerate(result):
+            if index:
+                out.write("\n")
             print_human(item, out)
-            out.write("\n") if isinstance(item, dict) and len(result) > 1 else None
     elif isinstance(result, dict):
         width = max(map(len, result), default=0)
         for key, value in result.items():

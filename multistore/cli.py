@@ -121,6 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         conf = build_conf(args.config_file, err)
         with multistore.load(conf, reserved=RESERVED) as stores:
             result = COMMANDS[args.command](stores, args, err)
+        if result is not None:
+            if args.json:
+                json.dump(result, out, indent=2)
+                out.write("\n")
+            else:
+                print_human(result, out)
+            out.flush()
     except errors.ConfigError as exc:
         print(f"configuration error: {exc}", file=err)
         return 2
@@ -131,12 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (errors.MultistoreError, OSError) as exc:
         print(f"error: {exc}", file=err)
         return 1
-    if result is not None:
-        if args.json:
-            json.dump(result, out, indent=2)
-            out.write("\n")
-        else:
-            print_human(result, out)
     return 0
 
 

@@ -9,6 +9,7 @@ directories are refused.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -346,10 +347,8 @@ class _FileWriter(Writer):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.temp)
-        except FileNotFoundError:
-            pass
 
 
 def _fsync_dir(path: str) -> None:

@@ -175,8 +175,8 @@ def test_reserved_file_store_defaults_to_its_own_directory(tmp_path):
 
 def test_register_opts_after_parsing_and_twice(tmp_path):
     path = tmp_path / "c.conf"
-    path.write_text(f"[DEFAULT]\nenabled_backends = m:memory\n"
-                    f"[glance_store]\ndefault_backend = m\n")
+    path.write_text("[DEFAULT]\nenabled_backends = m:memory\n"
+                    "[glance_store]\ndefault_backend = m\n")
     conf = cfg.ConfigOpts()
     conf(["--config-file", str(path)], default_config_files=[])
     multistore.register_opts(conf)
@@ -202,3 +202,16 @@ def test_sample_config_lists_every_option():
     assert {"filesystem_store_datadir", "filesystem_store_fsync", "store_description",
             "weight", "read_only"} <= groups["file"]
     assert "filesystem_store_fsync" in groups["backend_defaults"]
+
+
+def test_oslo_config_generator_prints_a_complete_sample(tmp_path):
+    import os
+    import subprocess
+    import sys
+    exe = os.path.join(os.path.dirname(sys.executable), "oslo-config-generator")
+    out = subprocess.run([exe, "--namespace", "multistore"], capture_output=True, text=True,
+                         check=True).stdout
+    for option in ("#enabled_backends", "#default_backend", "#filesystem_store_fsync",
+                   "#store_description", "#weight", "#read_only", "#memory_store_capacity",
+                   "[backend_defaults]", "[file]"):
+        assert option in out

@@ -7,7 +7,9 @@ live in one process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -249,7 +251,7 @@ class StoreSet:
         for s in self._stores.values():
             try:
                 s.driver.close()
-            except Exception:  # noqa: BLE001 - closing the others matters more
+            except Exception:
                 LOG.exception("closing store %s failed", s.id)
 
     def __enter__(self) -> StoreSet:
@@ -284,7 +286,7 @@ class StoreSet:
                 progress.set_size(size)
             chunk = max([t.driver.write_chunk_size or self.conf[config.CORE_GROUP]
                          .stream_chunk_size for t in targets])
-            total = self._transfer(data, size, sinks, chunk, targets, operation)
+            total = self._transfer(data, size, sinks, chunk, targets, operation, progress)
             if checksum is not None and checksum != md5.hexdigest():
                 raise errors.ChecksumMismatch(
                     f"the data's md5 is {md5.hexdigest()}, {checksum} was expected",
@@ -296,7 +298,7 @@ class StoreSet:
                 _abort(target, writer, operation)
             raise
         results = []
-        for (target, _), done in zip(writers, stored):
+        for (target, _), done in zip(writers, stored, strict=True):
             metadata = {**done.metadata, "store": target.id}
             results.append(AddResult(done.location, target.id, total, md5.hexdigest(),
                                      multihash.hexdigest(), hashing_algo, metadata))
@@ -307,18 +309,21 @@ class StoreSet:
         return results
 
     def _transfer(self, data: Any, size: int | None, sinks: list[stream.Sink],
-                  chunk: int, targets: Sequence[Store], operation: str) -> int:
+                  chunk: int, targets: Sequence[Store], operation: str,
+                  progress: Callback | None) -> int:
         store_ids = ",".join(t.id for t in targets)
         try:
             return stream.transfer(
                 data, size, sinks, chunk_size=chunk,
                 buffers=self.conf[config.CORE_GROUP].stream_buffers,
-                store=store_ids, operation=operation)
+                progress=progress, store=store_ids, operation=operation)
         except stream._Failure as failure:
             exc = failure.exc
-            if isinstance(exc, errors.MultistoreError):
-                raise exc from None
             target = getattr(failure.sink, "store", store_ids)
+            if isinstance(exc, errors.MultistoreError):
+                if exc.store is None:
+                    exc.store = target
+                raise exc from None
             raise _translate(exc, target, operation) from exc
         except errors.MultistoreError:
             raise
@@ -351,7 +356,7 @@ def _committer(target: Store, writer: Writer, operation: str) -> Any:
 def _abort(target: Store, writer: Writer, operation: str) -> None:
     try:
         writer.abort()
-    except Exception:  # noqa: BLE001 - the original error matters more
+    except Exception:
         LOG.exception("store %s: cleaning up after a failed %s also failed",
                       target.id, operation)
 
@@ -359,37 +364,26 @@ def _abort(target: Store, writer: Writer, operation: str) -> None:
 def _delete_quietly(target: Store, location: str, context: Any) -> None:
     try:
         target.driver.delete(location, context=context)
-    except Exception:  # noqa: BLE001
+    except Exception:
         LOG.exception("store %s: removing %s failed", target.id, redact(location))
 
 
-class _context:
+@contextlib.contextmanager
+def _context(store: Store, operation: str) -> Iterator[None]:
     """Turn a driver's stray exception into a MultistoreError naming the store."""
-
-    def __init__(self, store: Store, operation: str) -> None:
-        self.store = store
-        self.operation = operation
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None:
-            return False
-        if isinstance(exc, errors.MultistoreError):
-            if exc.store is None:
-                exc.store = self.store.id
-            if exc.operation is None:
-                exc.operation = self.operation
-            return False
-        if isinstance(exc, Exception):
-            raise _translate(exc, self.store.id, self.operation) from exc
-        return False
+    try:
+        yield
+    except errors.MultistoreError as exc:
+        if exc.store is None:
+            exc.store = store.id
+        if exc.operation is None:
+            exc.operation = operation
+        raise
+    except Exception as exc:
+        raise _translate(exc, store.id, operation) from exc
 
 
 def _translate(exc: BaseException, store: str, operation: str) -> errors.MultistoreError:
-    import errno
-
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return errors.StorageFull(f"no space left: {exc.strerror}", store=store,
                                   operation=operation)
@@ -425,26 +419,21 @@ def load(conf: cfg.ConfigOpts, reserved: Mapping[str, str] | None = None,
                                       cls.option_defaults(spec.id, spec.reserved))
         store_conf.check()
         driver = cls(spec.id, store_conf)
-        with _context_for_configure(spec.id):
+        with _configuring(spec.id):
             driver.configure()
         stores.append(Store(spec, driver, store_conf))
     LOG.debug("loaded stores %s (default %s)", [s.id for s in stores], layout.default)
     return StoreSet(conf, stores, layout.default)
 
 
-class _context_for_configure:
-    def __init__(self, store_id: str) -> None:
-        self.store_id = store_id
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, errors.ConfigError):
-            if isinstance(exc, errors.ConfigError) and exc.store is None:
-                exc.store = self.store_id
-            return False
-        if isinstance(exc, Exception):
-            raise errors.ConfigError(f"{type(exc).__name__}: {exc}",
-                                     store=self.store_id) from exc
-        return False
+@contextlib.contextmanager
+def _configuring(store_id: str) -> Iterator[None]:
+    """Any failure while configuring a store is a ConfigError naming it."""
+    try:
+        yield
+    except errors.ConfigError as exc:
+        if exc.store is None:
+            exc.store = store_id
+        raise
+    except Exception as exc:
+        raise errors.ConfigError(f"{type(exc).__name__}: {exc}", store=store_id) from exc

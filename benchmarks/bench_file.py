@@ -41,6 +41,7 @@ import uuid
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 GLANCE_VENV = os.path.join(HERE, ".venv-glance")
 
 # (operation, implementation): what each row measures.
@@ -151,6 +152,12 @@ def hash_limit(src: str, size: int) -> float:
     return time.perf_counter() - t0
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads."""
+    t = os.times()
+    return t.user + t.system
+
+
 def worker(job: dict) -> dict:
     op, impl, src, size, work = (job["op"], job["impl"], job["src"],
                                  job["size"], job["work"])
@@ -164,12 +171,14 @@ def worker(job: dict) -> dict:
     os.link(src, src_path)
     src_uri = "file://" + src_path
     ini = os.path.join(work, "bench.ini")
+    cpu0 = cpu_seconds()
     if op == "hash":
         elapsed = hash_limit(src, size)
-        return {"seconds": elapsed, "rss": peak_rss_mib()}
+        return {"seconds": elapsed, "rss": peak_rss_mib(), "cpu": cpu_seconds() - cpu0}
     if impl.startswith("glance"):
         write_ini(ini, {"t1": dirs["t1"], "src": dirs["src"], "t2": dirs["t2"]}, None, {})
         conf, mb = glance_stores(ini)
+        cpu0 = cpu_seconds()
         t0 = time.perf_counter()
         if op == "add":
             with open(src, "rb") as f:
@@ -193,6 +202,7 @@ def worker(job: dict) -> dict:
         fsync = {"ms-nosync": False, "ms-durable": True}.get(impl)
         write_ini(ini, {"t1": dirs["t1"], "src": dirs["src"], "t2": dirs["t2"]}, fsync, core)
         stores = ms_stores(ini)
+        cpu0 = cpu_seconds()
         t0 = time.perf_counter()
         if op == "add":
             with open(src, "rb") as f:
@@ -208,7 +218,7 @@ def worker(job: dict) -> dict:
             results = stores.copy(src_uri, to=["t1", "t2"])
             assert all(r.size == size for r in results)
         elapsed = time.perf_counter() - t0
-    return {"seconds": elapsed, "rss": peak_rss_mib()}
+    return {"seconds": elapsed, "rss": peak_rss_mib(), "cpu": cpu_seconds() - cpu0}
 
 
 # -- driver ------------------------------------------------------------------
@@ -292,7 +302,7 @@ def fmt_range(values: list[float], digits: int = 0) -> str:
 
 
 def report(results: dict, sizes: list[int], rows: list, args: argparse.Namespace) -> str:
-    out = [f"# multistore vs glance_store, file store", "",
+    out = ["# multistore vs glance_store, file store", "",
            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
            f"runs per cell: {args.runs}, interleaved; MB/s = 10^6 bytes/s; "
            "median (min-max).", ""]
@@ -321,13 +331,23 @@ def report(results: dict, sizes: list[int], rows: list, args: argparse.Namespace
             if not a or not b:
                 cells.append("-")
                 continue
-            ratios = [y["seconds"] / x["seconds"] for x, y in zip(a, b)]
+            ratios = [y["seconds"] / x["seconds"] for x, y in zip(a, b, strict=False)]
             mark = ""
             if target is not None:
                 mark = " ok" if statistics.median(ratios) >= target else " MISSED"
             cells.append(fmt_range(ratios, 2) + mark)
         t = f">= {target}" if target else ""
         out.append(f"| {label} | {t} | " + " | ".join(cells) + " |")
+    out += ["", "## CPU seconds per GiB of the measuring process (all threads; "
+            "kernel write-back threads not included), median", "",
+            "| operation | implementation | " + " | ".join(size_label(s) for s in sizes) + " |",
+            "|---|---|" + "---|" * len(sizes)]
+    for op, impl, _ in rows:
+        cells = []
+        for s in sizes:
+            r = results.get((op, impl, s), [])
+            cells.append(f"{statistics.median(x['cpu'] * GiB / s for x in r):.2f}" if r else "-")
+        out.append(f"| {op} | {impl} | " + " | ".join(cells) + " |")
     mem_rows = []
     for s in sizes:
         g = results.get(("add", "glance", s), [])
@@ -404,7 +424,8 @@ def main() -> None:
                 r = run_one(python, job, env)
                 results.setdefault((op, impl, size), []).append(r)
                 print(f"{size_label(size):>7} run {run + 1} {op:5} {impl:18} "
-                      f"{size / r['seconds'] / 1e6:8.0f} MB/s {r['rss']:6.1f} MiB", flush=True)
+                      f"{size / r['seconds'] / 1e6:8.0f} MB/s {r['rss']:6.1f} MiB "
+                      f"{r['cpu'] * GiB / size:5.2f} CPU s/GiB", flush=True)
     text = report(results, sizes, rows, args)
     print(text)
     if args.out:

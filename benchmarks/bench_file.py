@@ -377,8 +377,9 @@ def main() -> None:
                    help="extra multistore [glance_store] options, e.g. "
                         "stream_chunk_size=8388608,stream_buffers=6")
     p.add_argument("--variant", action="append", default=[],
-                   help="NAME=DIR: also run the multistore rows with DIR first on "
-                        "PYTHONPATH (another checkout), shown as ms-...@NAME")
+                   help="NAME=[DIR][+OPT=VALUE...]: also run the multistore rows with "
+                        "DIR first on PYTHONPATH (another checkout) and/or other "
+                        "[glance_store] options, shown as ms-...@NAME")
     p.add_argument("--data", default=os.path.join(HERE, ".data"))
     p.add_argument("--tmp", default=os.path.join(HERE, ".tmp"))
     p.add_argument("--out", help="write the markdown table here too")
@@ -393,7 +394,11 @@ def main() -> None:
     ops = args.ops.split(",")
     only = set(filter(None, args.impls.split(",")))
     core = dict(kv.split("=", 1) for kv in filter(None, args.core.split(",")))
-    variants = dict(v.split("=", 1) for v in args.variant)
+    variants = {}
+    for v in args.variant:
+        name, _, spec = v.partition("=")
+        path, *opts = spec.split("+")
+        variants[name] = (path, {**core, **dict(o.split("=", 1) for o in opts)})
     glance_py = ensure_glance_venv()
     ms_py = project_python(args.python)
     base_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -402,9 +407,10 @@ def main() -> None:
     for op, impl, what in ROWS:
         if op not in ops:
             continue
-        if impl.startswith("ms"):
-            for name, d in variants.items():
-                rows.append((op, f"{impl}@{name}", f"{what} [{d}]"))
+        if impl.startswith("ms") and (not only or impl in only):
+            for name, (path, opts) in variants.items():
+                how = [path or "this checkout", *(f"{k}={v}" for k, v in opts.items())]
+                rows.append((op, f"{impl}@{name}", f"{what} [{', '.join(how)}]"))
         if not only or impl in only:
             rows.append((op, impl, what))
     results: dict = {}
@@ -414,13 +420,16 @@ def main() -> None:
             order = rows if run % 2 == 0 else rows[::-1]
             for op, impl, _ in order:
                 warm(src)
-                name = impl.split("@")[0]
+                name, _, variant = impl.partition("@")
                 env = dict(base_env)
-                if "@" in impl:
-                    env["PYTHONPATH"] = variants[impl.split("@")[1]]
+                opts = core
+                if variant:
+                    path, opts = variants[variant]
+                    if path:
+                        env["PYTHONPATH"] = path
                 python = glance_py if name.startswith("glance") else ms_py
                 job = {"op": op, "impl": name, "src": src, "size": size,
-                       "work": os.path.join(args.tmp, "work"), "core": core}
+                       "work": os.path.join(args.tmp, "work"), "core": opts}
                 r = run_one(python, job, env)
                 results.setdefault((op, impl, size), []).append(r)
                 print(f"{size_label(size):>7} run {run + 1} {op:5} {impl:18} "

@@ -60,26 +60,22 @@ class ImageReader:
     for a ranged read), or ``None`` when the backend does not say.
     """
 
-    def __init__(self, stream_: ReadStream, store: str,
+    def __init__(self, stream_: ReadStream, store: Store,
                  progress: Callback | None = None) -> None:
         self._stream = stream_
-        self.store = store
+        self._store = store
+        self.store = store.id
         self.size = stream_.size
         self._progress = progress
         if progress is not None:
             progress.set_size(self.size)
 
     def __iter__(self) -> Iterator[bytes]:
-        try:
+        with _context(self._store, "get"):
             for chunk in self._stream:
                 if self._progress is not None:
                     self._progress.relative_update(len(chunk))
                 yield chunk
-        except errors.MultistoreError:
-            raise
-        except OSError as exc:
-            raise errors.BackendUnavailable(f"reading failed: {exc}", store=self.store,
-                                            operation="get") from exc
 
     def read_all(self) -> bytes:
         return b"".join(self)
@@ -188,7 +184,7 @@ class StoreSet:
         found.require("get", offset=offset, length=length)
         with _context(found, "get"):
             opened = found.driver.open_reader(location, offset, length, context=context)
-        return ImageReader(opened, found.id, progress)
+        return ImageReader(opened, found, progress)
 
     def get_size(self, location: str, *, store: str | None = None,
                  context: Any = None) -> int:

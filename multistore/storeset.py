@@ -200,6 +200,16 @@ class StoreSet:
             found.driver.delete(location, context=context)
         LOG.info("deleted %s from store %s", redact(location), found.id)
 
+    def set_acls(self, location: str, *, public: bool = False,
+                 read_tenants: Sequence[str] = (), write_tenants: Sequence[str] = (),
+                 store: str | None = None, context: Any = None) -> None:
+        """Set who may read or write an image in the backend, where the store
+        has per-image access control (swift multi-tenant); NotSupported elsewhere."""
+        found = self.store_for(location, store)
+        with _context(found, "set_acls"):
+            found.driver.set_acls(location, public=public, read_tenants=tuple(read_tenants),
+                                  write_tenants=tuple(write_tenants), context=context)
+
     def copy(self, location: str, to: Sequence[str] | str, *, store: str | None = None,
              image_id: str | None = None, hashing_algo: str = DEFAULT_HASHING_ALGO,
              checksum: str | None = None, progress: Callback | None = None,

@@ -157,3 +157,10 @@ def test_backend_dying_mid_read_is_backend_unavailable_naming_the_store(tmp_path
     assert stores["m"].driver.properties()["images"] == 0
     with pytest.raises(errors.DeleteNotSupported):
         stores.delete("flaky://x/img")
+
+
+def test_set_acls_is_not_supported_without_access_control(stores):
+    r = stores.add("img", b"abc", 3)
+    with pytest.raises(errors.NotSupported) as info:
+        stores.set_acls(r.location, public=True)
+    assert (info.value.store, info.value.operation) == ("local", "set_acls")

@@ -8,6 +8,7 @@ forward proxy 18082; the breaking proxy 18083; a server that never answers
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import socket
 import struct
@@ -205,10 +206,8 @@ class BreakingProxy:
 
 
 def _shutdown(sock: socket.socket, how: int) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(how)
-    except OSError:
-        pass
 
 
 @pytest.fixture

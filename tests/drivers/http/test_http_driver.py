@@ -173,10 +173,10 @@ def test_ca_file_wins_over_insecure(make_http_stores: Any, nginx: Any, image_id:
     other.write_text(open("/etc/ssl/certs/ca-certificates.crt").read()
                      if os.path.exists("/etc/ssl/certs/ca-certificates.crt")
                      else _self_signed_pem(tmp_path))
-    with make_http_stores(https_ca_certificates_file=str(other),
-                          https_insecure=True) as stores:
-        with pytest.raises(errors.BackendUnavailable, match="certificate verify failed"):
-            read(stores, url)
+    with make_http_stores(https_ca_certificates_file=str(other), https_insecure=True) \
+            as stores, pytest.raises(errors.BackendUnavailable,
+                                     match="certificate verify failed"):
+        read(stores, url)
 
 
 def _self_signed_pem(tmp_path: Any) -> str:
@@ -272,9 +272,10 @@ def test_redirect_from_http_to_https(make_http_stores: Any, nginx: Any, image_id
     url = nginx.url(f"to-https/{image_id}")
     with make_http_stores(https_ca_certificates_file=str(nginx.ca_file)) as stores:
         assert read(stores, url) == image
-    with make_http_stores() as stores:   # verified: the test CA is unknown
-        with pytest.raises(errors.BackendUnavailable, match="certificate verify failed"):
-            read(stores, url)
+    # Verified by default: the test CA is unknown.
+    with make_http_stores() as stores, pytest.raises(errors.BackendUnavailable,
+                                                     match="certificate verify failed"):
+        read(stores, url)
 
 
 # -- statuses ----------------------------------------------------------------
@@ -360,10 +361,9 @@ def test_chunked_with_ranges(stores: Any, nginx: Any, image_id: str,
 def test_dropped_connection_resumes(make_http_stores: Any, breaking_proxy: Any,
                                     nginx: Any, image_id: str, image: bytes) -> None:
     proxy = breaking_proxy([("cut", MiB + 5000)])
-    with make_http_stores() as stores:
-        with stores.get(proxy.url(f"images/{image_id}")) as reader:
-            assert reader.size == len(image)
-            assert reader.read_all() == image
+    with make_http_stores() as stores, stores.get(proxy.url(f"images/{image_id}")) as reader:
+        assert reader.size == len(image)
+        assert reader.read_all() == image
     assert proxy.broken == [0] and proxy.connections == 2
     lines = log_lines(nginx, image_id, count=2)
     resumed = re.search(r'206 range="bytes=(\d+)-" if_range="(.+?)"', lines[-1])
@@ -377,10 +377,9 @@ def test_dropped_chunked_read_resumes_with_last_modified(
         image: bytes) -> None:
     # The ETag is weak there: If-Range carries the Last-Modified date.
     proxy = breaking_proxy([("cut", 2 * MiB)])
-    with make_http_stores() as stores:
-        with stores.get(proxy.url(f"chunked/{image_id}")) as reader:
-            assert reader.size is None
-            assert reader.read_all() == image
+    with make_http_stores() as stores, stores.get(proxy.url(f"chunked/{image_id}")) as reader:
+        assert reader.size is None
+        assert reader.read_all() == image
     lines = [line for line in log_lines(nginx, image_id, count=4)
              if line.startswith(f"{nginx.http_port} \"GET /chunked/")]
     assert re.search(r'206 range="bytes=\d+-" if_range="\w{3}, \d\d \w{3} \d{4} ',
@@ -401,11 +400,10 @@ def test_ranged_read_resumes_within_its_range(make_http_stores: Any, breaking_pr
                                               image: bytes) -> None:
     proxy = breaking_proxy([("cut", 1500)])
     offset, length = 1000, 2 * MiB
-    with make_http_stores() as stores:
-        with stores.get(proxy.url(f"images/{image_id}"), offset=offset,
-                        length=length) as reader:
-            assert reader.size == length
-            assert reader.read_all() == image[offset:offset + length]
+    with make_http_stores() as stores, stores.get(proxy.url(f"images/{image_id}"),
+                                                  offset=offset, length=length) as reader:
+        assert reader.size == length
+        assert reader.read_all() == image[offset:offset + length]
     last = log_lines(nginx, image_id, count=2)[-1]
     assert re.search(rf'206 range="bytes=\d+-{offset + length - 1}"', last)
 
@@ -435,9 +433,9 @@ def test_gives_up_after_retries(make_http_stores: Any, breaking_proxy: Any,
 
 def test_no_retries(make_http_stores: Any, breaking_proxy: Any, image_id: str) -> None:
     proxy = breaking_proxy([("cut", MiB)])
-    with make_http_stores(http_read_retries=0) as stores:
-        with pytest.raises(errors.BackendUnavailable, match="failed at byte"):
-            read(stores, proxy.url(f"images/{image_id}"))
+    with make_http_stores(http_read_retries=0) as stores, \
+            pytest.raises(errors.BackendUnavailable, match="failed at byte"):
+        read(stores, proxy.url(f"images/{image_id}"))
     assert proxy.connections == 1
 
 
@@ -448,17 +446,17 @@ def test_image_changed_during_read_is_not_spliced(make_http_stores: Any,
         nginx.put(image_id, image[::-1] + b"changed")
 
     proxy = breaking_proxy([("cut", MiB)], on_break=replace)
-    with make_http_stores() as stores:
-        with pytest.raises(errors.BackendUnavailable, match="image changed"):
-            read(stores, proxy.url(f"images/{image_id}"))
+    with make_http_stores() as stores, \
+            pytest.raises(errors.BackendUnavailable, match="image changed"):
+        read(stores, proxy.url(f"images/{image_id}"))
 
 
 def test_no_range_support_cannot_resume(make_http_stores: Any, breaking_proxy: Any,
                                         image_id: str) -> None:
     proxy = breaking_proxy([("cut", MiB)])
-    with make_http_stores() as stores:
-        with pytest.raises(errors.BackendUnavailable, match="cannot resume it"):
-            read(stores, proxy.url(f"nolength/{image_id}"))
+    with make_http_stores() as stores, \
+            pytest.raises(errors.BackendUnavailable, match="cannot resume it"):
+        read(stores, proxy.url(f"nolength/{image_id}"))
 
 
 # -- credentials ---------------------------------------------------------------
@@ -556,9 +554,8 @@ def test_copy_resumes_a_dropped_download(make_http_stores: Any, breaking_proxy: 
 
 def test_copy_of_a_missing_image_leaves_nothing(make_http_stores: Any, nginx: Any,
                                                 tmp_path: Any) -> None:
-    with make_http_stores(with_file=True) as stores:
-        with pytest.raises(errors.NotFound):
-            stores.copy(nginx.url(f"images/{new_id()}"), to=["local"])
+    with make_http_stores(with_file=True) as stores, pytest.raises(errors.NotFound):
+        stores.copy(nginx.url(f"images/{new_id()}"), to=["local"])
     assert not [p for p in (tmp_path / "local").iterdir()]
 
 

@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import time
+import tracemalloc
 import urllib.parse
 import uuid
 from typing import Any
@@ -18,7 +19,7 @@ import pytest
 import multistore
 from multistore import errors
 from multistore.drivers.http import HttpDriver, _keeps_credentials, _split
-from multistore.testing import random_bytes
+from multistore.testing import Generated, random_bytes
 
 MiB = 1024 * 1024
 
@@ -566,3 +567,23 @@ def test_driver_repr_and_options(make_http_stores: Any) -> None:
         assert repr(driver) == "<HttpDriver store='web'>"
         assert driver.timeout == (10.0, 60.0)
         assert urllib.parse.urlsplit("http://x").scheme in driver.schemes
+
+
+def test_large_copy_in_bounded_memory(make_http_stores: Any, nginx: Any) -> None:
+    size = 96 * MiB
+    name = new_id()
+    with open(nginx.docroot / name, "wb") as f:
+        for block in Generated(size, seed=5):
+            f.write(block)
+    md5, _ = Generated(size, seed=5).digests()
+    with make_http_stores(with_file=True) as stores:
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            [result] = stores.copy(nginx.url(f"images/{name}"), to=["local"])
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert result.checksum == md5 and result.size == size
+    assert peak < 48 * MiB, peak
+    os.unlink(nginx.docroot / name)

@@ -59,6 +59,9 @@ MiB = 1024 * 1024
 #: Size of the chunks the body is read in (glance_store reads 4 MiB).
 READ_CHUNK_SIZE = 4 * MiB
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Answers to HEAD after which get_size asks with GET instead: HEAD not
+#: allowed, or refused (URLs signed for GET only, as S3's presigned URLs).
+_HEAD_REFUSED = frozenset({403, 405, 501})
 #: Pause before the n-th attempt in a row to resume a read: 0.25 s, 0.5 s,
 #: 1 s ... at most MAX_BACKOFF.
 FIRST_BACKOFF = 0.25
@@ -323,8 +326,7 @@ class HttpDriver(Driver):
                     context: Any = None) -> ReadStream:
         if length == 0:
             # Nothing to read, but a missing image is still NotFound.
-            self._request("HEAD", location, "get", accept=frozenset({405, 501})
-                          ).response.close()
+            self._probe_size(location, "get")
             return ReadStream(iter(()), 0)
         ranged = bool(offset) or length is not None
         cap = None   # most bytes to deliver, when the server sends more
@@ -347,12 +349,17 @@ class HttpDriver(Driver):
                         "the server answered 206 with an invalid Content-Range "
                         f"{response.headers.get('Content-Range')!r} for "
                         f"{redact(location)}", store=self.store_id, operation="get")
-                start, stop, _ = parsed
+                start, stop, total = parsed
                 if start != offset:
                     raise errors.BackendUnavailable(
                         f"asked for bytes from {offset}, the server sent them from "
                         f"{start}", store=self.store_id, operation="get")
-                size = stop + 1 - start
+                # A server may answer with less than asked (some cap the size
+                # of a range): the rest is asked for as the body ends.
+                if total is None:
+                    size = stop + 1 - start
+                else:
+                    size = (total if end is None else min(end, total)) - start
             elif ranged and offset:
                 raise errors.RangeNotSupported(
                     f"the server ignored the Range header for {redact(location)} "
@@ -369,14 +376,24 @@ class HttpDriver(Driver):
         return ReadStream(body, size, body.close)
 
     def get_size(self, location: str, context: Any = None) -> int:
-        answer = self._request("HEAD", location, "get_size",
-                               accept=frozenset({405, 501}))
+        size = self._probe_size(location, "get_size")
+        if size is None:
+            raise errors.NotSupported(
+                f"the server does not say the size of {redact(location)} (no "
+                "Content-Length, no Range support); the image can still be read",
+                store=self.store_id, operation="get_size")
+        return size
+
+    def _probe_size(self, location: str, operation: str) -> int | None:
+        """The size from HEAD, else from a one-byte GET; None if the server
+        does not say it. Errors (NotFound ...) as for a read."""
+        answer = self._request("HEAD", location, operation, accept=_HEAD_REFUSED)
         answer.response.close()
         size = _length(answer.response) if answer.response.status_code < 300 else None
         if size is not None:
             return size
         # No Content-Length: ask for the first byte, the answer says the total.
-        answer = self._request("GET", location, "get_size", {"Range": "bytes=0-0"},
+        answer = self._request("GET", location, operation, {"Range": "bytes=0-0"},
                                accept=frozenset({416}))
         response = answer.response
         response.close()
@@ -387,12 +404,7 @@ class HttpDriver(Driver):
             size = int(match[1]) if match else None
         else:
             size = _length(response)
-        if size is not None:
-            return size
-        raise errors.NotSupported(
-            f"the server does not say the size of {redact(location)} (no "
-            "Content-Length, no Range support); the image can still be read",
-            store=self.store_id, operation="get_size")
+        return size
 
 
 class _Answer:
@@ -459,6 +471,7 @@ class _Body:
                 try:
                     if self.response is None:
                         self.response = self._resume()
+                    answered = 0
                     for chunk in self.response.raw.stream(READ_CHUNK_SIZE,
                                                           decode_content=False):
                         if self.cap is not None and len(chunk) > self.cap:
@@ -466,6 +479,7 @@ class _Body:
                         if not chunk:
                             continue
                         failures = 0
+                        answered += len(chunk)
                         self.offset += len(chunk)
                         if self.left is not None:
                             self.left -= len(chunk)
@@ -474,6 +488,10 @@ class _Body:
                         yield chunk
                         if self.cap == 0:
                             return
+                    if self.left and answered and self.response.status_code == 206:
+                        # A whole answer, shorter than asked: ask for the rest.
+                        self._drop_response()
+                        continue
                     if self.left:
                         raise _Dropped(f"the body ended {self.left} bytes early")
                     return

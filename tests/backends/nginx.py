@@ -12,6 +12,8 @@ One nginx master process serves, from a temporary directory:
   ``/nolength/<name>``
       the same files through a filter that drops ``Content-Length`` and
       ``Accept-Ranges``: the body comes chunked and ``Range`` is ignored;
+  ``/nohead/<name>``
+      the same files, but HEAD is refused (403), as for URLs signed for GET;
   ``/chunked/<name>``
       the same files proxied without ``Content-Length`` (the body comes
       chunked) but with ``Range`` support (206 and ``Content-Range``);
@@ -97,6 +99,10 @@ http {{
             alias {root}/www/images/;
             sub_filter_types *;
             sub_filter "multistore-this-never-matches" "";
+        }}
+        location /nohead/ {{
+            alias {root}/www/images/;
+            if ($request_method = HEAD) {{ return 403; }}
         }}
         location /chunked/ {{
             proxy_pass http://127.0.0.1:{http_port}/images/;

@@ -2,13 +2,15 @@
 connections on purpose.
 
 Ports (this driver's range is 18080-18099): nginx HTTP 18080, HTTPS 18081,
-forward proxy 18082; the breaking proxy 18083; a server that never answers
-18098; nothing listens on 18099.
+forward proxy 18082; the breaking proxy 18083; a Python server answering
+ranges in pieces 18084; a server that never answers 18098; nothing listens
+on 18099.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.server
 import importlib.util
 import socket
 import struct
@@ -24,6 +26,7 @@ import multistore
 from multistore.testing import make_conf
 
 HTTP_PORT, HTTPS_PORT, PROXY_PORT, BREAKING_PORT = 18080, 18081, 18082, 18083
+CAPPED_PORT = 18084
 SILENT_PORT, DEAD_PORT = 18098, 18099
 
 
@@ -236,3 +239,62 @@ def silent_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{SILENT_PORT}/images/never"
     finally:
         listener.close()
+
+
+# -- a server that answers ranges in pieces ------------------------------------
+
+class CappedRanges(http.server.BaseHTTPRequestHandler):
+    """Serves ``self.server.images`` (name -> bytes); answers at most
+    ``self.server.cap`` bytes per 206, as some CDNs do. Under ``/always206/``
+    even a request without ``Range`` gets a (capped) 206."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_HEAD(self) -> None:
+        self.answer(head=True)
+
+    def do_GET(self) -> None:
+        self.answer(head=False)
+
+    def answer(self, head: bool) -> None:
+        server: Any = self.server
+        data = server.images.get(self.path.rsplit("/", 1)[-1])
+        if data is None:
+            self.send_error(404)
+            return
+        wanted = self.headers.get("Range")
+        if head or (wanted is None and not self.path.startswith("/always206/")):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(data)
+            return
+        first, _, last = (wanted or "bytes=0-").removeprefix("bytes=").partition("-")
+        start = int(first)
+        stop = min(len(data) - 1, int(last) if last else len(data) - 1,
+                   start + server.cap - 1)
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{stop}/{len(data)}")
+        self.send_header("Content-Length", str(stop + 1 - start))
+        self.end_headers()
+        self.wfile.write(data[start:stop + 1])
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.server.requests.append(self.requestline)   # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def capped_server() -> Iterator[Any]:
+    """An HTTP server (Python's) that serves ranges at most 1 MiB at a time."""
+    server: Any = http.server.ThreadingHTTPServer(("127.0.0.1", CAPPED_PORT), CappedRanges)
+    server.daemon_threads = True
+    server.images, server.cap, server.requests = {}, 1024 * 1024, []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

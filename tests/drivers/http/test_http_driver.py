@@ -357,6 +357,16 @@ def test_chunked_with_ranges(stores: Any, nginx: Any, image_id: str,
     assert '"GET /chunked/' in lines[2] and 'range="bytes=0-0"' in lines[2]
 
 
+def test_head_refused(stores: Any, nginx: Any, image_id: str, image: bytes) -> None:
+    """URLs signed for GET only refuse HEAD: the size comes from a 1-byte GET."""
+    url = nginx.url(f"nohead/{image_id}")
+    assert stores.get_size(url) == len(image)
+    assert read(stores, url, offset=9, length=0) == b""
+    lines = log_lines(nginx, image_id, count=3)
+    assert '"HEAD /nohead/' in lines[0] and "403" in lines[0]
+    assert 'range="bytes=0-0"' in lines[1] and "206" in lines[1]
+
+
 # -- resumed reads -------------------------------------------------------------
 
 def test_dropped_connection_resumes(make_http_stores: Any, breaking_proxy: Any,
@@ -587,3 +597,21 @@ def test_large_copy_in_bounded_memory(make_http_stores: Any, nginx: Any) -> None
     assert result.checksum == md5 and result.size == size
     assert peak < 48 * MiB, peak
     os.unlink(nginx.docroot / name)
+
+
+@pytest.mark.parametrize("prefix", ["capped", "always206"])
+def test_ranges_answered_in_pieces(stores: Any, capped_server: Any, image: bytes,
+                                   prefix: str, caplog: Any) -> None:
+    """A server that sends at most 1 MiB per 206: the rest is asked for, at once."""
+    capped_server.images["img"] = image
+    url = f"http://127.0.0.1:{capped_server.server_port}/{prefix}/img"
+    with stores.get(url) as reader:
+        assert reader.size == len(image)
+        assert reader.read_all() == image
+    with stores.get(url, offset=100, length=2 * MiB + 5) as reader:
+        assert reader.size == 2 * MiB + 5
+        assert reader.read_all() == image[100:2 * MiB + 105]
+    assert read(stores, url, offset=len(image) - 7) == image[-7:]
+    ranges = [line for line in capped_server.requests if "GET" in line]
+    assert len(ranges) == (1 if prefix == "capped" else 4) + 3 + 1
+    assert "resuming" not in caplog.text   # not taken for a broken connection

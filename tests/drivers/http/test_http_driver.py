@@ -19,7 +19,7 @@ import pytest
 import multistore
 from multistore import errors
 from multistore.drivers.http import HttpDriver, _keeps_credentials, _split
-from multistore.testing import Generated, random_bytes
+from multistore.testing import Generated, make_conf, random_bytes
 
 MiB = 1024 * 1024
 
@@ -615,3 +615,34 @@ def test_ranges_answered_in_pieces(stores: Any, capped_server: Any, image: bytes
     ranges = [line for line in capped_server.requests if "GET" in line]
     assert len(ranges) == (1 if prefix == "capped" else 4) + 3 + 1
     assert "resuming" not in caplog.text   # not taken for a broken connection
+
+
+def test_glance_store_configurations(nginx: Any, image_id: str, image: bytes,
+                                     tmp_path: Any) -> None:
+    """The legacy single-store form (options in [glance_store]) and options
+    shared by every http store in [backend_defaults]."""
+    url = nginx.url(f"images/{image_id}", https=True)
+    legacy = make_conf({"glance_store": {
+        "stores": "file, http", "default_store": "file",
+        "filesystem_store_datadir": str(tmp_path / "legacy"),
+        "https_ca_certificates_file": str(nginx.ca_file)}}, tmp_path)
+    with multistore.load(legacy) as stores:
+        assert stores.store_for(url).id == "http"
+        assert read(stores, url) == image
+        [copied] = stores.copy(url, to=["file"])
+        assert read(stores, copied.location) == image
+    (tmp_path / "multi").mkdir()
+    shared = make_conf({
+        "DEFAULT": {"enabled_backends": {"web": "http", "mirror": "http"}},
+        "glance_store": {"default_backend": "web"},
+        "backend_defaults": {"https_ca_certificates_file": str(nginx.ca_file),
+                             "http_max_redirects": 1},
+        "mirror": {"https_insecure": True, "http_max_redirects": 7}}, tmp_path / "multi")
+    with multistore.load(shared) as stores:
+        # Two http stores both hold every URL: the caller names one.
+        with pytest.raises(errors.BadLocation, match="name the store"):
+            stores.get(url)
+        assert read(stores, url, store="web") == image
+        assert stores["web"].driver.max_redirects == 1
+        assert stores["mirror"].driver.max_redirects == 7
+        assert stores["mirror"].driver.verify == str(nginx.ca_file)

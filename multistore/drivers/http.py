@@ -62,6 +62,9 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Answers to HEAD after which get_size asks with GET instead: HEAD not
 #: allowed, or refused (URLs signed for GET only, as S3's presigned URLs).
 _HEAD_REFUSED = frozenset({403, 405, 501})
+#: Bodies up to this size are read (and dropped) rather than closed, so
+#: that the connection can be reused.
+_DRAIN_LIMIT = 64 * 1024
 #: Pause before the n-th attempt in a row to resume a read: 0.25 s, 0.5 s,
 #: 1 s ... at most MAX_BACKOFF.
 FIRST_BACKOFF = 0.25
@@ -238,16 +241,16 @@ class HttpDriver(Driver):
             if status not in REDIRECTS:
                 break
             target = response.headers.get("Location")
-            response.close()
+            _finish(response)
             url, auth = self._redirect(location, url, auth, target, status, visited,
                                        operation)
         if status in (404, 410):
-            response.close()
+            _finish(response)
             raise errors.NotFound(f"no image at {redact(location)} (the server answered "
                                   f"{_status(response)})", store=self.store_id,
                                   operation=operation)
         if not 200 <= status < 300 and status not in accept:
-            response.close()
+            _finish(response)
             where = redact(location) if len(visited) == 1 else \
                 f"{redact(location)} (redirected to {redact(url)})"
             cls = errors.BackendUnavailable if status >= 500 else errors.BadLocation
@@ -340,7 +343,8 @@ class HttpDriver(Driver):
             if status == 416:
                 # The range starts at or past the end: nothing to read, as
                 # for the other drivers.
-                return ReadStream(iter(()), 0, response.close)
+                _finish(response)
+                return ReadStream(iter(()), 0)
             size = _length(response)
             if status == 206:
                 parsed = _content_range(response)
@@ -388,7 +392,7 @@ class HttpDriver(Driver):
         """The size from HEAD, else from a one-byte GET; None if the server
         does not say it. Errors (NotFound ...) as for a read."""
         answer = self._request("HEAD", location, operation, accept=_HEAD_REFUSED)
-        answer.response.close()
+        _finish(answer.response)
         size = _length(answer.response) if answer.response.status_code < 300 else None
         if size is not None:
             return size
@@ -396,7 +400,7 @@ class HttpDriver(Driver):
         answer = self._request("GET", location, operation, {"Range": "bytes=0-0"},
                                accept=frozenset({416}))
         response = answer.response
-        response.close()
+        _finish(response)
         if response.status_code == 206:
             size = (_content_range(response) or (0, 0, None))[2]
         elif response.status_code == 416:
@@ -434,6 +438,10 @@ class _Body:
         self.end = end              # exclusive, None: to the end of the image
         self.left = size            # bytes still expected, None if unknown
         self.cap = size if cap is None else cap   # most bytes still to deliver
+        # The answer holds more than the read wants (200 to bytes=0-n): stop
+        # at the cap. Otherwise read to the answer's end, which hands the
+        # connection back to the pool.
+        self.truncating = cap is not None
         headers = answer.response.headers
         etag = headers.get("ETag", "")
         # If-Range needs a strong validator: a changed image then comes back
@@ -486,7 +494,7 @@ class _Body:
                         if self.cap is not None:
                             self.cap -= len(chunk)
                         yield chunk
-                        if self.cap == 0:
+                        if self.cap == 0 and self.truncating:
                             return
                     if self.left and answered and self.response.status_code == 206:
                         # A whole answer, shorter than asked: ask for the rest.
@@ -540,11 +548,11 @@ class _Body:
         elif status in (404, 410):
             why = f"the image is gone ({_status(response)})"
         elif status >= 500:
-            response.close()
+            _finish(response)
             raise _Dropped(f"the server answered {_status(response)}")
         else:
             why = f"it answered {_status(response)}"
-        response.close()
+        _finish(response)
         raise errors.BackendUnavailable(
             f"reading {redact(self.location)} broke at byte {self.offset} and the "
             f"server cannot resume it: {why}", store=driver.store_id, operation="get")
@@ -602,6 +610,21 @@ def _origin(url: str) -> str:
 
 def _range(offset: int, end: int | None) -> str:
     return f"bytes={offset}-{'' if end is None else end - 1}"
+
+
+def _finish(response: requests.Response) -> None:
+    """Close an answer whose body is not wanted; a short body is read first,
+    so that the connection goes back to the pool (a new TLS handshake for
+    every HEAD or redirect costs more than reading a few bytes)."""
+    length = _length(response)
+    try:
+        if response.request.method == "HEAD" or (
+                length is not None and length <= _DRAIN_LIMIT):
+            response.raw.read(decode_content=False)
+    except _DROPPED:
+        pass   # the connection is closed below instead of reused
+    finally:
+        response.close()
 
 
 def _content_range(response: requests.Response) -> tuple[int, int, int | None] | None:

@@ -78,7 +78,7 @@ http {{
     uwsgi_temp_path {root}/tmp/uwsgi;
     scgi_temp_path {root}/tmp/scgi;
     log_format ranges '$server_port "$request" $status range="$http_range" '
-                      'if_range="$http_if_range" sent=$body_bytes_sent';
+                      'if_range="$http_if_range" sent=$body_bytes_sent conn=$connection';
 
     server {{
         listen 127.0.0.1:{http_port};

@@ -646,3 +646,20 @@ def test_glance_store_configurations(nginx: Any, image_id: str, image: bytes,
         assert stores["web"].driver.max_redirects == 1
         assert stores["mirror"].driver.max_redirects == 7
         assert stores["mirror"].driver.verify == str(nginx.ca_file)
+
+
+def test_connections_are_reused(make_http_stores: Any, nginx: Any, image_id: str,
+                                image: bytes) -> None:
+    """HEAD, small ranged reads, whole reads, redirects and 404s leave the
+    connection in the pool: one TLS handshake serves them all."""
+    url = nginx.url(f"images/{image_id}", https=True)
+    with make_http_stores(https_ca_certificates_file=str(nginx.ca_file)) as stores:
+        for _ in range(3):
+            assert stores.get_size(url) == len(image)
+            assert read(stores, url, offset=10, length=100) == image[10:110]
+            with pytest.raises(errors.NotFound):
+                stores.get_size(nginx.url(f"images/{image_id}-missing", https=True))
+        assert read(stores, url) == image
+        assert read(stores, nginx.url(f"hop/301/{image_id}", https=True)) == image
+    lines = log_lines(nginx, image_id, count=16)
+    assert len({line.rsplit("conn=", 1)[1] for line in lines}) == 1, lines

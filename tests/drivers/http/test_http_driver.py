@@ -10,7 +10,6 @@ import os
 import re
 import time
 import tracemalloc
-import urllib.parse
 import uuid
 from typing import Any
 
@@ -576,7 +575,8 @@ def test_driver_repr_and_options(make_http_stores: Any) -> None:
         assert isinstance(driver, HttpDriver)
         assert repr(driver) == "<HttpDriver store='web'>"
         assert driver.timeout == (10.0, 60.0)
-        assert urllib.parse.urlsplit("http://x").scheme in driver.schemes
+        assert driver.capabilities.read_only and driver.capabilities.ranged_read
+        assert driver.schemes == ("http", "https")
 
 
 def test_large_copy_in_bounded_memory(make_http_stores: Any, nginx: Any) -> None:

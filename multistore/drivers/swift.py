@@ -938,17 +938,19 @@ class _SegmentWriter(_WriterBase):
                 f"the image needs more than {MAX_SEGMENTS} segments: raise "
                 "swift_store_large_object_chunk_size", store=self.driver.store_id,
                 operation="add")
-        body = bytes(memoryview(self.buffer)[:self.filled])
-        self.filled = 0
-        index, self.index = self.index, self.index + 1
         if self.pool is None:
             with self.account.connection("add") as conn:
                 self.driver._ensure_container(conn, self.account, self.seg_container,
                                               self.location)
             self.pool = ThreadPoolExecutor(self.driver.concurrency,
                                            thread_name_prefix="swift-segment")
+        # Wait for a free upload slot before copying: at most ``concurrency``
+        # segment copies exist besides the buffer being filled.
         while not self.slots.acquire(timeout=0.2):
             self._check()
+        body = bytes(memoryview(self.buffer)[:self.filled])
+        self.filled = 0
+        index, self.index = self.index, self.index + 1
         try:
             self.futures.append(self.pool.submit(self._upload, index, body))
         except BaseException:

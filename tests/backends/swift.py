@@ -161,7 +161,8 @@ PROXY_CONF = DEFAULT_SECTION + """\
 
 [pipeline:main]
 pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats bulk \
-    tempurl slo dlo {auth} copy versioned_writes proxy-logging proxy-server
+    tempurl slo dlo {auth} container-quotas copy versioned_writes proxy-logging \
+    proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -175,14 +176,25 @@ use = egg:swift#tempauth
 [filter:cache]
 paste.filter_factory = fakecache:filter_factory
 
+# Swift serves segments after the 10th at 1 per second by default: lifted,
+# so that tests with small segments (and benchmarks) measure the data path.
+[filter:slo]
+use = egg:swift#slo
+rate_limit_after_segment = 100000
+[filter:dlo]
+use = egg:swift#dlo
+rate_limit_after_segment = 100000
+
 {filters}
 {extra}
 """
 
 #: Paste filters of the proxy taken as Swift ships them.
 PLAIN_FILTERS = ("catch_errors", "gatekeeper", "healthcheck", "proxy_logging",
-                 "listing_formats", "bulk", "tempurl", "slo", "dlo", "copy",
+                 "listing_formats", "bulk", "tempurl", "copy", "container_quotas",
                  "versioned_writes")
+
+DASHLESS = ("catch_errors", "listing_formats", "versioned_writes")
 
 RINGS = """\
 import sys
@@ -265,7 +277,7 @@ class SwiftAIO:
         (etc / "proxy-server.conf").write_text(PROXY_CONF.format(
             port=self.ports["proxy"], user=user, etc=etc, users=users,
             auth=self.auth_filter, extra=self.proxy_extra,
-            filters="\n".join(f"[filter:{f.replace('_', '-') if f == 'proxy_logging' else f}]\n"
+            filters="\n".join(f"[filter:{f if f in DASHLESS else f.replace('_', '-')}]\n"
                               f"use = egg:swift#{f}" for f in PLAIN_FILTERS)))
 
     def start(self, timeout: float = 60.0) -> None:

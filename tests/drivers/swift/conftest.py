@@ -12,6 +12,7 @@ import pytest
 
 import multistore
 from multistore.testing import make_conf
+import contextlib
 
 _HARNESS = pathlib.Path(__file__).resolve().parents[2] / "backends" / "swift.py"
 
@@ -98,3 +99,85 @@ def all_logs(caplog):
     """Every log record at DEBUG, from every logger."""
     caplog.set_level(logging.DEBUG)
     return caplog
+
+
+class DroppingProxy:
+    """A TCP forwarder to Swift's proxy that can cut one connection after
+    a number of response bytes, like a network failure mid-download."""
+
+    def __init__(self, target_port, port):
+        import socket
+        import threading
+        self.target_port = target_port
+        self.port = port
+        self.budget = None
+        self.drops = 0
+        self.lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.server.settimeout(0.2)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def drop_after(self, nbytes):
+        with self.lock:
+            self.budget = nbytes
+
+    def _accept(self):
+        import socket
+        import threading
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.server.accept()
+            except (TimeoutError, OSError):
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pump, args=(client, upstream, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True),
+                             daemon=True).start()
+
+    def _pump(self, src, dst, response):
+        import socket
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if response:
+                    with self.lock:
+                        cut = False
+                        if self.budget is not None:
+                            if len(data) >= self.budget:
+                                data, cut = data[:self.budget], True
+                                self.budget = None
+                                self.drops += 1
+                            else:
+                                self.budget -= len(data)
+                    if cut:
+                        dst.sendall(data)
+                        raise OSError("dropped")
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join()
+        self.server.close()
+
+
+@pytest.fixture
+def dropping_proxy(swift_server):
+    proxy = DroppingProxy(swift_server.ports["proxy"], BASE_PORT + 50)
+    yield proxy
+    proxy.close()

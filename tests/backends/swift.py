@@ -19,6 +19,8 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -28,10 +30,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-import contextlib
+from typing import Any
 
 SWIFT_VERSION = "2.38.3"
 DEFAULT_VENV = "/opt/multistore-swift-venv"
+KEYSTONEMIDDLEWARE_VERSION = "13.0.1"
+KEYSTONE_VERSION = "30.0.0"
+DEFAULT_KEYSTONE_VENV = "/opt/multistore-keystone-venv"
 
 #: tempauth users: account:user -> (key, groups). tester3 is not an admin.
 USERS = {
@@ -217,11 +222,23 @@ def venv_path() -> Path:
 def ensure_venv() -> Path:
     """The Swift server venv, created (pip, ~30 s) if it is not there yet."""
     venv = venv_path()
-    if (venv / "bin" / "swift-proxy-server").exists():
+    if (venv / "bin" / "swift-proxy-server").exists() and list(
+            venv.glob("lib/python*/site-packages/keystonemiddleware")):
         return venv
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"swift=={SWIFT_VERSION}"],
-                   check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"swift=={SWIFT_VERSION}",
+                    f"keystonemiddleware=={KEYSTONEMIDDLEWARE_VERSION}"], check=True)
+    return venv
+
+
+def ensure_keystone_venv() -> Path:
+    """Keystone's own venv (``$MULTISTORE_KEYSTONE_VENV``), created if missing (~60 s)."""
+    venv = Path(os.environ.get("MULTISTORE_KEYSTONE_VENV", DEFAULT_KEYSTONE_VENV))
+    if (venv / "bin" / "keystone-manage").exists() and (venv / "bin" / "gunicorn").exists():
+        return venv
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q",
+                    f"keystone=={KEYSTONE_VERSION}", "gunicorn"], check=True)
     return venv
 
 
@@ -307,6 +324,41 @@ class SwiftAIO:
             self.stop()
             raise
 
+    def start_keystone_proxy(self, keystone: KeystoneServer, port: int | None = None,
+                             timeout: float = 60.0) -> str:
+        """A second proxy on the same servers, authenticating with Keystone
+        (authtoken + keystoneauth): returns its URL."""
+        venv = ensure_venv()
+        port = port or self.ports["proxy"] + 4
+        self.ports["proxy-keystone"] = port
+        etc = self.dir / "etc"
+        (etc / "proxy-keystone-server.conf").write_text(PROXY_CONF.format(
+            port=port, user=_user_name(), etc=etc, users="", auth="authtoken keystoneauth",
+            extra=KEYSTONE_PROXY_FILTERS.format(keystone=keystone.url,
+                                                admin_password=keystone.ADMIN_PASSWORD),
+            filters="\n".join(f"[filter:{f if f in DASHLESS else f.replace('_', '-')}]\n"
+                              f"use = egg:swift#{f}" for f in PLAIN_FILTERS)))
+        env = dict(os.environ, PYTHONPATH=str(self.dir / "lib"))
+        log = open(self.dir / "log" / "proxy-keystone.log", "ab")
+        proc = subprocess.Popen(
+            [str(venv / "bin" / "swift-proxy-server"), str(etc / "proxy-keystone-server.conf"),
+             "--verbose"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=True)
+        log.close()
+        self.pids["proxy-keystone"] = proc.pid
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            if not _alive(proc.pid):
+                raise RuntimeError("keystone proxy exited:\n" + self.log_tail("proxy-keystone"))
+            try:
+                with urllib.request.urlopen(f"{url}/healthcheck", timeout=5):
+                    return url
+            except (OSError, urllib.error.URLError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         last: Exception | None = None
@@ -387,6 +439,169 @@ class SwiftAIO:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+KEYSTONE_CONF = """\
+[DEFAULT]
+log_file = {dir}/keystone.log
+[database]
+connection = sqlite:///{dir}/keystone.db
+[token]
+provider = fernet
+[fernet_tokens]
+key_repository = {dir}/fernet-keys
+[fernet_receipts]
+key_repository = {dir}/fernet-receipts
+[credential]
+key_repository = {dir}/credential-keys
+"""
+
+KEYSTONE_WSGI = """\
+import sys
+sys.argv = sys.argv[:1]     # keystone parses the command line: not gunicorn's
+from keystone.wsgi.api import application  # noqa: E402,F401
+"""
+
+KEYSTONE_PROXY_FILTERS = """
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+www_authenticate_uri = {keystone}/v3
+auth_url = {keystone}/v3
+auth_type = password
+project_domain_id = default
+user_domain_id = default
+project_name = admin
+username = admin
+password = {admin_password}
+delay_auth_decision = True
+
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+operator_roles = admin, member
+"""
+
+
+class KeystoneServer:
+    """A real Keystone (v3, sqlite, fernet tokens) under gunicorn on 127.0.0.1.
+
+    :meth:`start` bootstraps the admin, then creates the ``object-store``
+    service with ``swift_url``'s endpoints and two projects with a member
+    user each (``demo``/``demopw``, ``other``/``otherpw``).
+    """
+
+    ADMIN_PASSWORD = "adminpw"
+    USERS = {"demo": "demopw", "other": "otherpw"}
+
+    def __init__(self, base_dir: str | os.PathLike[str], port: int = 16010) -> None:
+        self.dir = Path(base_dir)
+        self.port = port
+        self.pid: int | None = None
+        self.project_ids: dict[str, str] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, swift_url: str, timeout: float = 90.0) -> None:
+        venv = ensure_keystone_venv()
+        if _port_open(self.port):
+            raise RuntimeError(f"port {self.port} is already in use on 127.0.0.1")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        conf = self.dir / "keystone.conf"
+        conf.write_text(KEYSTONE_CONF.format(dir=self.dir))
+        (self.dir / "ks_wsgi.py").write_text(KEYSTONE_WSGI)
+        env = dict(os.environ, OS_KEYSTONE_CONFIG_FILES=str(conf))
+        manage = [str(venv / "bin" / "keystone-manage"), "--config-file", str(conf)]
+        owner = ["--keystone-user", _user_name(), "--keystone-group", _user_name()]
+        for step in (["db_sync"], ["fernet_setup", *owner], ["credential_setup", *owner],
+                     ["bootstrap", "--bootstrap-password", self.ADMIN_PASSWORD,
+                      "--bootstrap-region-id", "RegionOne",
+                      "--bootstrap-public-url", f"{self.url}/v3",
+                      "--bootstrap-internal-url", f"{self.url}/v3"]):
+            subprocess.run(manage + step, check=True, env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = open(self.dir / "gunicorn.log", "ab")
+        proc = subprocess.Popen(
+            [str(venv / "bin" / "gunicorn"), "--chdir", str(self.dir),
+             "-b", f"127.0.0.1:{self.port}", "-w", "1",
+             "--control-socket", str(self.dir / "gunicorn.ctl"), "ks_wsgi:application"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True)
+        log.close()
+        self.pid = proc.pid
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if not _alive(proc.pid):
+                    raise RuntimeError("keystone exited; see " + str(self.dir / "gunicorn.log"))
+                try:
+                    with urllib.request.urlopen(f"{self.url}/v3", timeout=5):
+                        break
+                except (OSError, urllib.error.URLError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
+            self._populate(swift_url)
+        except BaseException:
+            self.stop()
+            raise
+
+    def token(self, user: str = "admin", password: str | None = None,
+              project: str | None = None) -> str:
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+            "name": user, "domain": {"id": "default"},
+            "password": password or self.ADMIN_PASSWORD}}},
+            "scope": {"project": {"name": project or user, "domain": {"id": "default"}}}}}
+        return self._call("POST", "/v3/auth/tokens", body, token=None,
+                          header="X-Subject-Token")
+
+    def _call(self, method: str, path: str, body: Any, token: str | None,
+              header: str | None = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["X-Auth-Token"] = token
+        req = urllib.request.Request(self.url + path, method=method, headers=headers,
+                                     data=json.dumps(body).encode() if body else None)
+        with urllib.request.urlopen(req, timeout=30) as r:
+            if header:
+                return r.headers[header]
+            text = r.read()
+            return json.loads(text) if text else None
+
+    def _populate(self, swift_url: str) -> None:
+        admin = self.token()
+        service = self._call("POST", "/v3/services", {"service": {
+            "type": "object-store", "name": "swift"}}, admin)["service"]["id"]
+        for interface in ("public", "internal", "admin"):
+            self._call("POST", "/v3/endpoints", {"endpoint": {
+                "service_id": service, "interface": interface, "region_id": "RegionOne",
+                "url": f"{swift_url}/v1/AUTH_$(project_id)s"}}, admin)
+        roles = self._call("GET", "/v3/roles?name=member", None, admin)["roles"]
+        member = roles[0]["id"]
+        for name, password in self.USERS.items():
+            project = self._call("POST", "/v3/projects", {"project": {
+                "name": name, "domain_id": "default"}}, admin)["project"]["id"]
+            user = self._call("POST", "/v3/users", {"user": {
+                "name": name, "password": password, "domain_id": "default",
+                "default_project_id": project}}, admin)["user"]["id"]
+            self._call("PUT", f"/v3/projects/{project}/users/{user}/roles/{member}",
+                       None, admin)
+            self.project_ids[name] = project
+
+    def stop(self) -> None:
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        _reap(pid)
 
 
 def _user_name() -> str:

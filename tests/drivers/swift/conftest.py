@@ -181,3 +181,15 @@ def dropping_proxy(swift_server):
     proxy = DroppingProxy(swift_server.ports["proxy"], BASE_PORT + 50)
     yield proxy
     proxy.close()
+
+
+@pytest.fixture(scope="session")
+def keystone(swift_server, tmp_path_factory):
+    """A real Keystone v3 and a second Swift proxy that trusts it: (keystone, proxy URL)."""
+    server = harness.KeystoneServer(tmp_path_factory.mktemp("keystone"), BASE_PORT + 10)
+    server.start(f"http://127.0.0.1:{BASE_PORT + 4}")
+    try:
+        proxy_url = swift_server.start_keystone_proxy(server, BASE_PORT + 4)
+        yield server, proxy_url
+    finally:
+        server.stop()

@@ -60,26 +60,22 @@ class ImageReader:
     for a ranged read), or ``None`` when the backend does not say.
     """
 
-    def __init__(self, stream_: ReadStream, store: str,
+    def __init__(self, stream_: ReadStream, store: Store,
                  progress: Callback | None = None) -> None:
         self._stream = stream_
-        self.store = store
+        self._store = store
+        self.store = store.id
         self.size = stream_.size
         self._progress = progress
         if progress is not None:
             progress.set_size(self.size)
 
     def __iter__(self) -> Iterator[bytes]:
-        try:
+        with _context(self._store, "get"):
             for chunk in self._stream:
                 if self._progress is not None:
                     self._progress.relative_update(len(chunk))
                 yield chunk
-        except errors.MultistoreError:
-            raise
-        except OSError as exc:
-            raise errors.BackendUnavailable(f"reading failed: {exc}", store=self.store,
-                                            operation="get") from exc
 
     def read_all(self) -> bytes:
         return b"".join(self)
@@ -188,7 +184,7 @@ class StoreSet:
         found.require("get", offset=offset, length=length)
         with _context(found, "get"):
             opened = found.driver.open_reader(location, offset, length, context=context)
-        return ImageReader(opened, found.id, progress)
+        return ImageReader(opened, found, progress)
 
     def get_size(self, location: str, *, store: str | None = None,
                  context: Any = None) -> int:
@@ -203,6 +199,16 @@ class StoreSet:
         with _context(found, "delete"):
             found.driver.delete(location, context=context)
         LOG.info("deleted %s from store %s", redact(location), found.id)
+
+    def set_acls(self, location: str, *, public: bool = False,
+                 read_tenants: Sequence[str] = (), write_tenants: Sequence[str] = (),
+                 store: str | None = None, context: Any = None) -> None:
+        """Set who may read or write an image in the backend, where the store
+        has per-image access control (swift multi-tenant); NotSupported elsewhere."""
+        found = self.store_for(location, store)
+        with _context(found, "set_acls"):
+            found.driver.set_acls(location, public=public, read_tenants=tuple(read_tenants),
+                                  write_tenants=tuple(write_tenants), context=context)
 
     def copy(self, location: str, to: Sequence[str] | str, *, store: str | None = None,
              image_id: str | None = None, hashing_algo: str = DEFAULT_HASHING_ALGO,

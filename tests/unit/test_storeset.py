@@ -123,3 +123,44 @@ def test_add_logs_without_secrets(stores, caplog):
     with pytest.raises(errors.BadLocation) as info:
         stores.get(secret_url)
     assert "hunter2" not in str(info.value) and "hunter2" not in caplog.text
+
+
+class FlakyDriver(multistore.Driver):
+    """Reads fail half way, as a backend that dies mid-download."""
+
+    schemes = ("flaky",)
+    capabilities = multistore.Capabilities(read=True)
+
+    def owns(self, location):
+        return location.startswith("flaky://")
+
+    def open_reader(self, location, offset, length, context=None):
+        def chunks():
+            yield b"first"
+            raise ConnectionResetError("peer went away")
+        return multistore.ReadStream(chunks(), 10)
+
+    def get_size(self, location, context=None):
+        return 10
+
+
+def test_backend_dying_mid_read_is_backend_unavailable_naming_the_store(tmp_path):
+    conf = make_conf({"DEFAULT": {"enabled_backends": {"web": "flaky", "m": "memory"}},
+                      "glance_store": {"default_backend": "m"}}, tmp_path)
+    stores = multistore.load(conf, drivers={"flaky": FlakyDriver})
+    assert stores.info()[0]["read-only"] is True
+    with pytest.raises(errors.BackendUnavailable) as info, stores.get("flaky://x/img") as r:
+        r.read_all()
+    assert (info.value.store, info.value.operation) == ("web", "get")
+    with pytest.raises(errors.BackendUnavailable):
+        stores.copy("flaky://x/img", to=["m"])
+    assert stores["m"].driver.properties()["images"] == 0
+    with pytest.raises(errors.DeleteNotSupported):
+        stores.delete("flaky://x/img")
+
+
+def test_set_acls_is_not_supported_without_access_control(stores):
+    r = stores.add("img", b"abc", 3)
+    with pytest.raises(errors.NotSupported) as info:
+        stores.set_acls(r.location, public=True)
+    assert (info.value.store, info.value.operation) == ("local", "set_acls")

@@ -284,7 +284,7 @@ class StoreSet:
                 progress.set_size(size)
             chunk = max([t.driver.write_chunk_size or self.conf[config.CORE_GROUP]
                          .stream_chunk_size for t in targets])
-            total = self._transfer(data, size, sinks, chunk, targets, operation)
+            total = self._transfer(data, size, sinks, chunk, targets, operation, progress)
             if checksum is not None and checksum != md5.hexdigest():
                 raise errors.ChecksumMismatch(
                     f"the data's md5 is {md5.hexdigest()}, {checksum} was expected",
@@ -307,18 +307,21 @@ class StoreSet:
         return results
 
     def _transfer(self, data: Any, size: int | None, sinks: list[stream.Sink],
-                  chunk: int, targets: Sequence[Store], operation: str) -> int:
+                  chunk: int, targets: Sequence[Store], operation: str,
+                  progress: Callback | None) -> int:
         store_ids = ",".join(t.id for t in targets)
         try:
             return stream.transfer(
                 data, size, sinks, chunk_size=chunk,
                 buffers=self.conf[config.CORE_GROUP].stream_buffers,
-                store=store_ids, operation=operation)
+                progress=progress, store=store_ids, operation=operation)
         except stream._Failure as failure:
             exc = failure.exc
-            if isinstance(exc, errors.MultistoreError):
-                raise exc from None
             target = getattr(failure.sink, "store", store_ids)
+            if isinstance(exc, errors.MultistoreError):
+                if exc.store is None:
+                    exc.store = target
+                raise exc from None
             raise _translate(exc, target, operation) from exc
         except errors.MultistoreError:
             raise

@@ -3,13 +3,15 @@
 Locations are ``memory://<store id>/<image id>``. It behaves like the other
 drivers (duplicates refused, partial images never visible, ranged reads,
 an optional capacity that turns into StorageFull) and is fast. Each store
-instance has its own images: two memory stores share nothing.
+instance has its own images: two memory stores share nothing, unless a test
+deliberately builds them from ``MemoryDriver.sharing(backend)`` to play two
+processes looking at one storage.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 from oslo_config import cfg
 
@@ -25,18 +27,45 @@ OPTIONS = [
 ]
 
 
+class MemoryBackend:
+    """The storage behind memory stores: images per store id, and a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.stores: dict[str, dict[str, bytes]] = {}
+        self.reserved: dict[str, int] = {}
+
+
 class MemoryDriver(Driver):
     schemes = ("memory",)
     capabilities = Capabilities(read=True, ranged_read=True, write=True, delete=True)
     options = OPTIONS
+    #: Set only on classes made by :meth:`sharing`.
+    shared_backend: ClassVar[MemoryBackend | None] = None
+
+    @classmethod
+    def sharing(cls, backend: MemoryBackend) -> type[MemoryDriver]:
+        """A driver class whose stores keep their images in ``backend``, so
+        that several store sets (say, one read-only) see the same images."""
+        return type("SharedMemoryDriver", (cls,), {"shared_backend": backend})
 
     def configure(self) -> None:
         self.capacity = self.conf.memory_store_capacity
         self.chunk_size = self.conf.memory_store_chunk_size
-        self.images: dict[str, bytes] = {}
-        self.reserved = 0
-        self.lock = threading.Lock()
+        backend = self.shared_backend or MemoryBackend()
+        self.lock = backend.lock
+        self.images = backend.stores.setdefault(self.store_id, {})
+        self._reserved = backend.reserved
+        self._reserved.setdefault(self.store_id, 0)
         self.prefix = f"memory://{self.store_id}/"
+
+    @property
+    def reserved(self) -> int:
+        return self._reserved[self.store_id]
+
+    @reserved.setter
+    def reserved(self, value: int) -> None:
+        self._reserved[self.store_id] = value
 
     def properties(self) -> dict[str, Any]:
         with self.lock:

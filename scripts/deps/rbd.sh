@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Ceph for the rbd driver and its tests, on Debian 12 (run as root; idempotent).
 #
-#   scripts/deps/rbd.sh                          install the Ceph packages the tests need
+#   scripts/deps/rbd.sh [VENV]                   install the Ceph packages the tests need
 #                                                (ceph-mon, ceph-osd, ceph-common, and the
-#                                                Python bindings python3-rados, python3-rbd)
+#                                                Python bindings python3-rados, python3-rbd);
+#                                                with VENV (as ./run passes it), then link
+#                                                the bindings into VENV/bin/python as below
 #   scripts/deps/rbd.sh --link-python VENV/bin/python
 #                                                make Debian's rados/rbd bindings importable
 #                                                from that (virtualenv's) interpreter
@@ -69,8 +71,11 @@ case "${1:-}" in
     --link-python)
         [ $# -eq 2 ] || { echo "usage: $0 --link-python PYTHON" >&2; exit 2; }
         link_python "$2" ;;
-    "")
-        install_packages ;;
+    -*)
+        echo "usage: $0 [VENV] | $0 --link-python PYTHON" >&2; exit 2 ;;
     *)
-        echo "usage: $0 [--link-python PYTHON]" >&2; exit 2 ;;
+        install_packages
+        if [ -n "${1:-}" ]; then
+            link_python "$1/bin/python"
+        fi ;;
 esac

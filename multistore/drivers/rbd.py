@@ -153,7 +153,7 @@ class RbdDriver(Driver):
         self._lock = threading.Lock()
         self._cluster: Any = None
         self._ioctx: Any = None
-        self._leftovers: set[str] = set()
+        self._leftovers: dict[str, _RbdWriter | None] = {}
 
     def _handle(self) -> Any:
         """A new, unconnected librados handle with this store's settings."""
@@ -216,7 +216,8 @@ class RbdDriver(Driver):
                 handle.shutdown()
                 raise self._error(exc, operation,
                                   f"cannot connect to the Ceph cluster as "
-                                  f"client.{self.user or 'admin'}") from exc
+                                  f"client.{self.user or 'admin'} (mon host and keyring from "
+                                  f"{self.ceph_conf or 'the default ceph.conf'})") from exc
             if self.fsid is None:
                 self.fsid = handle.get_fsid()
             self._cluster, self._ioctx = handle, ioctx
@@ -246,7 +247,7 @@ class RbdDriver(Driver):
             return errors.InUse(text, **kw)
         if isinstance(exc, (b.NoSpace, r.NoSpace, b.DiskQuotaExceeded)):
             return errors.StorageFull(text, **kw)
-        if isinstance(exc, (b.PermissionError, r.PermissionError)):
+        if isinstance(exc, (b.PermissionError, r.PermissionError, r.PermissionDeniedError)):
             return errors.WriteDenied(text, **kw)
         if isinstance(exc, (b.Timeout, r.TimedOut, b.ConnectionShutdown,
                             r.ConnectionShutdown)) or \
@@ -364,15 +365,27 @@ class RbdDriver(Driver):
         except b.Error as exc:
             raise self._error(exc, operation, f"cannot delete image {name!r}") from exc
 
-    def _forget_later(self, name: str) -> None:
-        """Remember an image an abort could not remove, to remove it later."""
+    def _forget_later(self, name: str, writer: _RbdWriter | None = None) -> None:
+        """Remember an image an abort could not remove, to remove it later
+        (with the writer whose image handle is still open, if any)."""
         with self._lock:
-            self._leftovers.add(name)
+            self._leftovers[name] = writer
 
     def _clean_leftovers(self, ioctx: Any) -> None:
         with self._lock:
-            names = sorted(self._leftovers)
-        for name in names:
+            leftovers = sorted(self._leftovers.items())
+        for name, writer in leftovers:
+            if writer is not None:
+                if not writer._wait(self.timeout):
+                    continue        # still stuck; try again next time
+                image, writer.image = writer.image, None
+                if image is not None:
+                    try:
+                        image.close()
+                    except Exception:   # noqa: BLE001 - the removal decides
+                        LOG.debug("closing image %r failed", name, exc_info=True)
+                with self._lock:
+                    self._leftovers[name] = None
             try:
                 self._remove(ioctx, name, SNAPSHOT, "add")
             except errors.NotFound:
@@ -384,7 +397,7 @@ class RbdDriver(Driver):
             LOG.info("store %s: removed partial image %r left by a failed add",
                      self.store_id, name)
             with self._lock:
-                self._leftovers.discard(name)
+                self._leftovers.pop(name, None)
 
 
 class _RbdWriter(Writer):
@@ -431,10 +444,15 @@ class _RbdWriter(Writer):
         if end > self.capacity:
             self._grow(end)
         with self.cond:
-            while self.in_flight >= WRITE_DEPTH and self.failure is None:
-                self.cond.wait()
+            if not self.cond.wait_for(
+                    lambda: self.in_flight < WRITE_DEPTH or self.failure is not None,
+                    timeout=2 * self.driver.timeout + 5):
+                raise errors.BackendUnavailable(
+                    f"writes to image {self.name!r} did not finish (the Ceph cluster did "
+                    f"not answer within {self.driver.timeout} s)",
+                    store=self.driver.store_id, operation="add")
+            self._raise_failure()
             self.in_flight += 1
-        self._raise_failure()
         try:
             self.image.aio_write(buf, self.offset, self._done)
         except BaseException:
@@ -444,12 +462,14 @@ class _RbdWriter(Writer):
         self.offset = end
 
     def _done(self, completion: Any) -> None:
-        ret = completion.get_return_value()
         with self.cond:
-            if ret < 0 and self.failure is None:
-                self.failure = _oserror(self.driver.rbd, -ret)
-            self.in_flight -= 1
-            self.cond.notify_all()
+            try:
+                ret = completion.get_return_value()
+                if ret < 0 and self.failure is None:
+                    self.failure = _oserror(self.driver.rbd, -ret)
+            finally:
+                self.in_flight -= 1
+                self.cond.notify_all()
 
     def _raise_failure(self) -> None:
         if self.failure is not None:
@@ -458,10 +478,14 @@ class _RbdWriter(Writer):
                 raise exc
             raise self.driver._error(exc, "add", f"writing image {self.name!r} failed")
 
-    def _wait(self) -> None:
+    def _wait(self, timeout: float | None = None) -> bool:
+        """Wait for the writes in flight; False if some are still stuck after
+        twice the operation timeout (librbd may hold writes back while it
+        re-acquires the image lock from an unresponsive cluster)."""
         with self.cond:
-            while self.in_flight:
-                self.cond.wait()
+            return self.cond.wait_for(
+                lambda: not self.in_flight,
+                timeout=2 * self.driver.timeout + 5 if timeout is None else timeout)
 
     def _grow(self, needed: int) -> None:
         """Grow in large steps, never per chunk: doubling, 1 to 8 GiB at a time."""
@@ -475,7 +499,11 @@ class _RbdWriter(Writer):
         self.capacity = new
 
     def commit(self) -> Stored:
-        self._wait()
+        if not self._wait():
+            raise errors.BackendUnavailable(
+                f"writes to image {self.name!r} did not finish (the Ceph cluster did not "
+                f"answer within {self.driver.timeout} s)", store=self.driver.store_id,
+                operation="add")
         self._raise_failure()
         b = self.driver.rbd
         try:
@@ -495,8 +523,19 @@ class _RbdWriter(Writer):
         if not self.created:
             return
         self.created = False
-        self._wait()
-        image, self.image = getattr(self, "image", None), None
+        image = getattr(self, "image", None)
+        if not self._wait():
+            # Closing an image with writes in flight is not safe: leave it to
+            # the store's next operation, once the writes have failed or landed.
+            self._later("writes to it are still in flight", keep_open=True)
+            return
+        if image is not None and not self._reachable(image):
+            # Closing now would leave the image's watch registered on the
+            # OSDs (for up to 30 s once they are back), refusing its removal:
+            # keep it open until the cluster answers again.
+            self._later("the Ceph cluster does not answer", keep_open=True)
+            return
+        self.image = None
         if image is not None:
             try:
                 image.close()
@@ -507,10 +546,23 @@ class _RbdWriter(Writer):
         except errors.NotFound:
             pass
         except errors.MultistoreError as exc:
-            LOG.warning("store %s: cannot remove partial image %r now (%s); it will be "
-                        "removed at the store's next operation", self.driver.store_id,
-                        self.name, exc)
-            self.driver._forget_later(self.name)
+            self._later(str(exc))
+
+    def _reachable(self, image: Any) -> bool:
+        """Whether the OSD holding the image's header answers (within the timeout)."""
+        try:
+            self.ioctx.stat(f"rbd_header.{image.id()}")
+        except self.driver.rados.ObjectNotFound:
+            return True
+        except Exception:   # noqa: BLE001 - any failure means "not now"
+            return False
+        return True
+
+    def _later(self, why: str, keep_open: bool = False) -> None:
+        LOG.warning("store %s: cannot remove partial image %r now (%s); it will be "
+                    "removed at the store's next operation", self.driver.store_id,
+                    self.name, why)
+        self.driver._forget_later(self.name, self if keep_open else None)
 
 
 def _oserror(rbd: Any, errno: int) -> BaseException:

@@ -249,7 +249,12 @@ class CephCluster:
             Path(self.keyring_path).write_text(key)
         finally:
             admin.shutdown()
-        # Readiness: a real write as the client user.
+        self.wait_ready(deadline - time.monotonic())
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Return once the pool takes a real write from the client user."""
+        import rados
+        deadline = time.monotonic() + timeout
         while True:
             client = rados.Rados(conffile=self.conf_path, rados_id=self.user,
                                  conf={"rados_osd_op_timeout": "5",
@@ -326,17 +331,20 @@ class CephCluster:
                 os.kill(pid, signal.SIGSTOP)
         self.frozen = True
 
-    def thaw(self) -> None:
+    def thaw(self, wait: bool = True) -> None:
+        """SIGCONT every daemon; with ``wait``, until the pool takes writes again."""
         for daemon in reversed(self.DAEMONS):
             pid = self.pid(daemon)
             if pid is not None:
                 os.kill(pid, signal.SIGCONT)
         self.frozen = False
+        if wait:
+            self.wait_ready()
 
     def stop(self, grace: float = 20) -> None:
         """End the daemons by their PID files: the OSD, then the mon."""
         if self.frozen:
-            self.thaw()
+            self.thaw(wait=False)
         for daemon in self.DAEMONS:
             pid = self.pid(daemon)
             if pid is None or not _alive(pid) or not _is_ceph(pid):

@@ -121,26 +121,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         conf = build_conf(args.config_file, err)
         with multistore.load(conf, reserved=RESERVED) as stores:
             result = COMMANDS[args.command](stores, args, err)
+        if result is not None:
+            if args.json:
+                json.dump(result, out, indent=2)
+                out.write("\n")
+            else:
+                print_human(result, out)
+            out.flush()
     except errors.ConfigError as exc:
         print(f"configuration error: {exc}", file=err)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``multistore get ... | head``): not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (errors.MultistoreError, OSError) as exc:
         print(f"error: {exc}", file=err)
         return 1
-    if result is not None:
-        if args.json:
-            json.dump(result, out, indent=2)
-            out.write("\n")
-        else:
-            print_human(result, out)
     return 0
 
 
 def print_human(result: Any, out: TextIO) -> None:
     if isinstance(result, list):
-        for item in result:
+        for index, item in enumerate(result):
+            if index:
+                out.write("\n")
             print_human(item, out)
-            out.write("\n") if isinstance(item, dict) and len(result) > 1 else None
     elif isinstance(result, dict):
         width = max(map(len, result), default=0)
         for key, value in result.items():

@@ -200,3 +200,16 @@ class Driver(abc.ABC):
     def delete(self, location: str, context: Any = None) -> None:
         """Remove the image; NotFound if it does not exist."""
         raise NotImplementedError
+
+    def set_acls(self, location: str, public: bool = False,
+                 read_tenants: Sequence[str] = (), write_tenants: Sequence[str] = (),
+                 context: Any = None) -> None:
+        """Who may read or write the image in the backend (swift multi-tenant).
+
+        Stores without per-image access control keep this default, which
+        says so; the caller may then ignore it, as Glance does.
+        """
+        from multistore import errors
+
+        raise errors.NotSupported("this store has no per-image access control",
+                                  store=self.store_id, operation="set_acls")

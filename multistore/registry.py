@@ -71,8 +71,8 @@ class Registry:
 
     def names(self) -> set[str]:
         """Every installed driver type, without importing any driver."""
-        mgr = extension.ExtensionManager(self.namespace, invoke_on_load=False,
-                                         on_load_failure_callback=None)
+        mgr: extension.ExtensionManager[Driver] = extension.ExtensionManager(
+            self.namespace, invoke_on_load=False, on_load_failure_callback=None)
         listed = {ep.name for ep in mgr.list_entry_points()}
         return listed | set(self._extra)
 
@@ -84,7 +84,7 @@ class Registry:
         if name in self._loaded:
             return self._loaded[name]
         try:
-            manager = stevedore_driver.DriverManager(
+            manager: stevedore_driver.DriverManager[Driver] = stevedore_driver.DriverManager(
                 self.namespace, name, invoke_on_load=False,
                 on_load_failure_callback=_reraise)
         except stevedore_exc.MultipleMatches as exc:

@@ -7,7 +7,9 @@ live in one process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -58,26 +60,22 @@ class ImageReader:
     for a ranged read), or ``None`` when the backend does not say.
     """
 
-    def __init__(self, stream_: ReadStream, store: str,
+    def __init__(self, stream_: ReadStream, store: Store,
                  progress: Callback | None = None) -> None:
         self._stream = stream_
-        self.store = store
+        self._store = store
+        self.store = store.id
         self.size = stream_.size
         self._progress = progress
         if progress is not None:
             progress.set_size(self.size)
 
     def __iter__(self) -> Iterator[bytes]:
-        try:
+        with _context(self._store, "get"):
             for chunk in self._stream:
                 if self._progress is not None:
                     self._progress.relative_update(len(chunk))
                 yield chunk
-        except errors.MultistoreError:
-            raise
-        except OSError as exc:
-            raise errors.BackendUnavailable(f"reading failed: {exc}", store=self.store,
-                                            operation="get") from exc
 
     def read_all(self) -> bytes:
         return b"".join(self)
@@ -186,7 +184,7 @@ class StoreSet:
         found.require("get", offset=offset, length=length)
         with _context(found, "get"):
             opened = found.driver.open_reader(location, offset, length, context=context)
-        return ImageReader(opened, found.id, progress)
+        return ImageReader(opened, found, progress)
 
     def get_size(self, location: str, *, store: str | None = None,
                  context: Any = None) -> int:
@@ -201,6 +199,16 @@ class StoreSet:
         with _context(found, "delete"):
             found.driver.delete(location, context=context)
         LOG.info("deleted %s from store %s", redact(location), found.id)
+
+    def set_acls(self, location: str, *, public: bool = False,
+                 read_tenants: Sequence[str] = (), write_tenants: Sequence[str] = (),
+                 store: str | None = None, context: Any = None) -> None:
+        """Set who may read or write an image in the backend, where the store
+        has per-image access control (swift multi-tenant); NotSupported elsewhere."""
+        found = self.store_for(location, store)
+        with _context(found, "set_acls"):
+            found.driver.set_acls(location, public=public, read_tenants=tuple(read_tenants),
+                                  write_tenants=tuple(write_tenants), context=context)
 
     def copy(self, location: str, to: Sequence[str] | str, *, store: str | None = None,
              image_id: str | None = None, hashing_algo: str = DEFAULT_HASHING_ALGO,
@@ -249,7 +257,7 @@ class StoreSet:
         for s in self._stores.values():
             try:
                 s.driver.close()
-            except Exception:  # noqa: BLE001 - closing the others matters more
+            except Exception:
                 LOG.exception("closing store %s failed", s.id)
 
     def __enter__(self) -> StoreSet:
@@ -296,7 +304,7 @@ class StoreSet:
                 _abort(target, writer, operation)
             raise
         results = []
-        for (target, _), done in zip(writers, stored):
+        for (target, _), done in zip(writers, stored, strict=True):
             metadata = {**done.metadata, "store": target.id}
             results.append(AddResult(done.location, target.id, total, md5.hexdigest(),
                                      multihash.hexdigest(), hashing_algo, metadata))
@@ -354,7 +362,7 @@ def _committer(target: Store, writer: Writer, operation: str) -> Any:
 def _abort(target: Store, writer: Writer, operation: str) -> None:
     try:
         writer.abort()
-    except Exception:  # noqa: BLE001 - the original error matters more
+    except Exception:
         LOG.exception("store %s: cleaning up after a failed %s also failed",
                       target.id, operation)
 
@@ -362,37 +370,26 @@ def _abort(target: Store, writer: Writer, operation: str) -> None:
 def _delete_quietly(target: Store, location: str, context: Any) -> None:
     try:
         target.driver.delete(location, context=context)
-    except Exception:  # noqa: BLE001
+    except Exception:
         LOG.exception("store %s: removing %s failed", target.id, redact(location))
 
 
-class _context:
+@contextlib.contextmanager
+def _context(store: Store, operation: str) -> Iterator[None]:
     """Turn a driver's stray exception into a MultistoreError naming the store."""
-
-    def __init__(self, store: Store, operation: str) -> None:
-        self.store = store
-        self.operation = operation
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None:
-            return False
-        if isinstance(exc, errors.MultistoreError):
-            if exc.store is None:
-                exc.store = self.store.id
-            if exc.operation is None:
-                exc.operation = self.operation
-            return False
-        if isinstance(exc, Exception):
-            raise _translate(exc, self.store.id, self.operation) from exc
-        return False
+    try:
+        yield
+    except errors.MultistoreError as exc:
+        if exc.store is None:
+            exc.store = store.id
+        if exc.operation is None:
+            exc.operation = operation
+        raise
+    except Exception as exc:
+        raise _translate(exc, store.id, operation) from exc
 
 
 def _translate(exc: BaseException, store: str, operation: str) -> errors.MultistoreError:
-    import errno
-
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         return errors.StorageFull(f"no space left: {exc.strerror}", store=store,
                                   operation=operation)
@@ -428,26 +425,21 @@ def load(conf: cfg.ConfigOpts, reserved: Mapping[str, str] | None = None,
                                       cls.option_defaults(spec.id, spec.reserved))
         store_conf.check()
         driver = cls(spec.id, store_conf)
-        with _context_for_configure(spec.id):
+        with _configuring(spec.id):
             driver.configure()
         stores.append(Store(spec, driver, store_conf))
     LOG.debug("loaded stores %s (default %s)", [s.id for s in stores], layout.default)
     return StoreSet(conf, stores, layout.default)
 
 
-class _context_for_configure:
-    def __init__(self, store_id: str) -> None:
-        self.store_id = store_id
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, errors.ConfigError):
-            if isinstance(exc, errors.ConfigError) and exc.store is None:
-                exc.store = self.store_id
-            return False
-        if isinstance(exc, Exception):
-            raise errors.ConfigError(f"{type(exc).__name__}: {exc}",
-                                     store=self.store_id) from exc
-        return False
+@contextlib.contextmanager
+def _configuring(store_id: str) -> Iterator[None]:
+    """Any failure while configuring a store is a ConfigError naming it."""
+    try:
+        yield
+    except errors.ConfigError as exc:
+        if exc.store is None:
+            exc.store = store_id
+        raise
+    except Exception as exc:
+        raise errors.ConfigError(f"{type(exc).__name__}: {exc}", store=store_id) from exc

@@ -82,10 +82,10 @@ class Source:
                 filled += n
                 continue
             if self._readinto is not None:
-                n = self._readinto(buf[filled:])
-                if not n:
+                got = self._readinto(buf[filled:])
+                if not got:
                     break
-                filled += n
+                filled += got
                 continue
             chunk = self._next_chunk(size - filled)
             if chunk is None:

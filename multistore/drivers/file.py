@@ -9,6 +9,7 @@ directories are refused.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -289,20 +290,33 @@ class _FileWriter(Writer):
 
     def write(self, data: memoryview) -> None:
         n = len(data)
-        if self.driver.thin and self._is_zero(data):
-            os.lseek(self.fd, n, os.SEEK_CUR)
-            self.hole_at_end = True
+        if self.driver.thin:
+            self._write_sparse(data)
         else:
-            view = data
-            while view:
-                view = view[os.write(self.fd, view):]
-            self.hole_at_end = False
+            self._write_all(data)
         self.written += n
         if (self.driver.fsync and _SYNC_FILE_RANGE is not None
                 and self.written - self.synced_to >= WRITEBACK_EVERY):
             _SYNC_FILE_RANGE(self.fd, self.synced_to, self.written - self.synced_to,
                              _SYNC_FILE_RANGE_WRITE)
             self.synced_to = self.written
+
+    def _write_all(self, view: memoryview) -> None:
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def _write_sparse(self, data: memoryview) -> None:
+        """Write ``data``, seeking over every all-zero chunk (chunk_size each)."""
+        step = self.driver.chunk_size
+        pending = 0   # start of the bytes not yet written nor skipped
+        for start in range(0, len(data), step):
+            piece = data[start:start + step]
+            if self._is_zero(piece):
+                self._write_all(data[pending:start])
+                os.lseek(self.fd, len(piece), os.SEEK_CUR)
+                pending = start + len(piece)
+        self._write_all(data[pending:])
+        self.hole_at_end = pending == len(data)
 
     def _is_zero(self, data: memoryview) -> bool:
         if len(self.zeros) < len(data):
@@ -333,10 +347,8 @@ class _FileWriter(Writer):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.temp)
-        except FileNotFoundError:
-            pass
 
 
 def _fsync_dir(path: str) -> None:

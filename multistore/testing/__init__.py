@@ -60,6 +60,7 @@ def make_conf(sections: Sections, directory: str | os.PathLike[str] | None = Non
     """
     directory = os.fspath(directory) if directory is not None else tempfile.mkdtemp(
         prefix="multistore-conf-")
+    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, "multistore.conf")
     with open(path, "w", encoding="utf-8") as f:
         f.write(render_ini(sections))

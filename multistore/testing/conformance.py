@@ -327,7 +327,8 @@ class ConformanceSuite(ReadConformance):
         images = {new_id(): random_bytes(MiB + i, seed=i) for i in range(6)}
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = dict(zip(images, pool.map(
-                lambda item: stores.add(item[0], item[1], len(item[1])), images.items())))
+                lambda item: stores.add(item[0], item[1], len(item[1])), images.items()),
+                               strict=True))
         for image_id, data in images.items():
             assert read(stores, results[image_id].location) == data
         assert len({r.location for r in results.values()}) == len(images)

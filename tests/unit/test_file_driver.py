@@ -1,0 +1,144 @@
+"""The file driver's own promises: directories, permissions, traversal, full disks."""
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+
+import multistore
+from multistore import errors
+from multistore.testing import make_conf, random_bytes
+
+
+def load(tmp_path, **options):
+    conf = make_conf({
+        "DEFAULT": {"enabled_backends": {"disk": "file"}},
+        "glance_store": {"default_backend": "disk"},
+        "disk": options or {"filesystem_store_datadir": tmp_path / "images"},
+    }, tmp_path)
+    return multistore.load(conf)
+
+
+@pytest.mark.parametrize("location", [
+    "file:///etc/passwd",
+    "file://{root}/images/../secret",
+    "file://{root}/images/sub/x",
+    "file://{root}/images/",
+    "file://{root}/images/%2e%2e/secret",
+    "file://{root}/images/x?query",
+])
+def test_locations_outside_the_directories_are_refused(tmp_path, location):
+    (tmp_path / "secret").write_bytes(b"do not read")
+    stores = load(tmp_path)
+    with pytest.raises(errors.BadLocation):
+        stores.get(location.format(root=tmp_path), store="disk")
+    with pytest.raises(errors.BadLocation):
+        stores.delete(location.format(root=tmp_path))
+    assert (tmp_path / "secret").exists()
+
+
+def test_symlinked_directory_resolves(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    stores = load(tmp_path, filesystem_store_datadir=tmp_path / "link")
+    result = stores.add("img", b"abc", 3)
+    assert result.location == f"file://{tmp_path}/real/img"
+    assert stores.get_size(f"file://{tmp_path}/link/img") == 3
+
+
+def test_datadirs_priority_then_free_space(tmp_path):
+    stores = load(tmp_path, filesystem_store_datadirs=[
+        f"{tmp_path}/low:100", f"{tmp_path}/high:200"])
+    result = stores.add("img", b"abc", 3)
+    assert result.location == f"file://{tmp_path}/high/img"
+    # An image id in any directory is a duplicate.
+    (tmp_path / "low" / "other").write_bytes(b"x")
+    with pytest.raises(errors.Duplicate):
+        stores.add("other", b"abc", 3)
+    # Images in every directory are readable.
+    assert stores.get_size(f"file://{tmp_path}/low/other") == 1
+    info = stores.info(detail=True)[0]["properties"]
+    assert info["datadirs"] == [f"{tmp_path}/high:200", f"{tmp_path}/low:100"]
+
+
+def test_datadirs_conflicting_priorities_are_refused(tmp_path):
+    with pytest.raises(errors.ConfigError, match="priorities"):
+        load(tmp_path, filesystem_store_datadirs=[f"{tmp_path}/a:1", f"{tmp_path}/a:2"])
+
+
+def test_no_directory_has_room(tmp_path):
+    stores = load(tmp_path, filesystem_store_datadirs=[f"{tmp_path}/a:1", f"{tmp_path}/b:1"])
+    with pytest.raises(errors.StorageFull, match="no directory has room"):
+        stores.add("img", b"", 2 ** 62)
+
+
+def test_file_permissions(tmp_path):
+    stores = load(tmp_path, filesystem_store_datadir=tmp_path / "images",
+                  filesystem_store_file_perm=640)
+    stores.add("img", b"abc", 3)
+    assert stat.S_IMODE(os.stat(tmp_path / "images" / "img").st_mode) == 0o640
+    assert os.stat(tmp_path / "images").st_mode & stat.S_IXGRP
+
+
+def test_metadata_file(tmp_path):
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps([{"id": "nfs-1", "mountpoint": str(tmp_path)}]))
+    stores = load(tmp_path, filesystem_store_datadir=tmp_path / "images",
+                  filesystem_store_metadata_file=meta)
+    result = stores.add("img", b"abc", 3)
+    assert result.metadata == {"id": "nfs-1", "mountpoint": str(tmp_path), "store": "disk"}
+    meta.write_text(json.dumps({"id": 1}))
+    with pytest.raises(errors.ConfigError, match="filesystem_store_metadata_file"):
+        load(tmp_path, filesystem_store_datadir=tmp_path / "images",
+             filesystem_store_metadata_file=meta)
+
+
+def test_thin_provisioning_leaves_holes(tmp_path):
+    stores = load(tmp_path, filesystem_store_datadir=tmp_path / "images",
+                  filesystem_thin_provisioning=True)
+    mib = 1024 * 1024
+    data = random_bytes(mib) + bytes(16 * mib) + random_bytes(mib, seed=2) + bytes(8 * mib)
+    result = stores.add("img", data, len(data))
+    path = tmp_path / "images" / "img"
+    assert path.stat().st_size == len(data)
+    assert path.stat().st_blocks * 512 < 8 * mib
+    with stores.get(result.location) as reader:
+        assert reader.read_all() == data
+
+
+def test_full_disk_is_storage_full_and_leaves_nothing(tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], check=True)
+    try:
+        stores = load(tmp_path, filesystem_store_datadir=mount)
+        data = random_bytes(6 * 1024 * 1024)
+        with pytest.raises(errors.StorageFull) as info:
+            stores.add("big", data, len(data))
+        assert info.value.store == "disk" and info.value.operation == "add"
+        assert os.listdir(mount) == []
+        stores.add("small", b"fits", 4)
+        assert os.listdir(mount) == ["small"]
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_unwritable_directory_is_a_config_error(tmp_path):
+    with pytest.raises(errors.ConfigError, match="store 'disk'.*cannot create"):
+        load(tmp_path, filesystem_store_datadir="/proc/forbidden")
+
+
+def test_image_appearing_during_the_write_is_not_overwritten(tmp_path):
+    stores = load(tmp_path)
+    images = tmp_path / "images"
+
+    def data():
+        yield b"new data"
+        (images / "img").write_bytes(b"written by someone else")
+
+    with pytest.raises(errors.Duplicate, match="appeared"):
+        stores.add("img", data(), None)
+    assert (images / "img").read_bytes() == b"written by someone else"
+    assert os.listdir(images) == ["img"]

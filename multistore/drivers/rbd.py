@@ -44,9 +44,11 @@ SNAPSHOT = "snap"
 #: ``rados_connect_timeout`` is 0 or negative (glance_store: "no timeout").
 #: Ceph's own client_mount_timeout default; long, but never forever.
 DEFAULT_TIMEOUT = 300
-#: Object-sized writes, and reads, kept in flight at once.
-WRITE_DEPTH = 4
-READ_DEPTH = 4
+#: Object-sized writes, and reads, kept in flight at once. Two keep the
+#: cluster busy while the next buffer is prepared (or the last one consumed);
+#: more measured no faster here and cost an object's memory each.
+WRITE_DEPTH = 2
+READ_DEPTH = 2
 #: An image of unknown size grows by its current size, at least this much ...
 MIN_GROWTH = 1 * GiB
 #: ... and at most this much at a time (glance_store's cap).
@@ -159,7 +161,10 @@ class RbdDriver(Driver):
         """A new, unconnected librados handle with this store's settings."""
         t = str(self.timeout)
         settings = {"client_mount_timeout": t, "rados_mon_op_timeout": t,
-                    "rados_osd_op_timeout": t}
+                    "rados_osd_op_timeout": t,
+                    # Whole images streamed in object-sized pieces gain nothing
+                    # from librbd's cache; without it writes go 1.5-2x faster.
+                    "rbd_cache": "false"}
         try:
             handle = self.rados.Rados(rados_id=self.user, conf=settings)
             if self.ceph_conf:
@@ -223,6 +228,13 @@ class RbdDriver(Driver):
             self._cluster, self._ioctx = handle, ioctx
             return ioctx
 
+    def _ready(self, operation: str) -> Any:
+        """The pool context, after removing partial images a failed add left."""
+        ioctx = self._pool_ctx(operation)
+        if self._leftovers:
+            self._clean_leftovers(ioctx)
+        return ioctx
+
     def close(self) -> None:
         with self._lock:
             ioctx, cluster = self._ioctx, self._cluster
@@ -279,7 +291,7 @@ class RbdDriver(Driver):
 
     def _open(self, image: str, snap: str | None, operation: str,
               read_only: bool = True) -> Any:
-        ioctx = self._pool_ctx(operation)
+        ioctx = self._ready(operation)
         try:
             return self.rbd.Image(ioctx, image, snapshot=snap, read_only=read_only)
         except self.rbd.Error as exc:
@@ -289,10 +301,7 @@ class RbdDriver(Driver):
     # -- writing ---------------------------------------------------------
 
     def open_writer(self, image_id: str, size: int | None, context: Any = None) -> Writer:
-        ioctx = self._pool_ctx("add")
-        if self._leftovers:
-            self._clean_leftovers(ioctx)
-        return _RbdWriter(self, ioctx, image_id, size)
+        return _RbdWriter(self, self._ready("add"), image_id, size)
 
     def location_of(self, image: str) -> str:
         return make_location(self.fsid or self._cluster_fsid(), self.pool, image)
@@ -325,10 +334,7 @@ class RbdDriver(Driver):
 
     def delete(self, location: str, context: Any = None) -> None:
         name, snap = self._image_of(location)
-        ioctx = self._pool_ctx("delete")
-        if self._leftovers:
-            self._clean_leftovers(ioctx)
-        self._remove(ioctx, name, snap, "delete")
+        self._remove(self._ready("delete"), name, snap, "delete")
 
     def _remove(self, ioctx: Any, name: str, snap: str | None, operation: str) -> None:
         """Unprotect and remove the snapshot, then the image; InUse if cloned."""
@@ -419,6 +425,12 @@ class _RbdWriter(Writer):
             b.RBD().create(ioctx, name, self.capacity, order=driver.order,
                            old_format=False, features=driver.features)
         except b.ImageExists as exc:
+            if name in driver._leftovers:
+                raise errors.BackendUnavailable(
+                    f"a partial image {name!r} left by an add that failed while the "
+                    "cluster was away is not removed yet (the OSDs may still hold its "
+                    "watch for up to 30 s): retry shortly", store=driver.store_id,
+                    operation="add") from exc
             raise errors.Duplicate(f"image {name!r} already exists in pool {driver.pool!r}",
                                    store=driver.store_id, operation="add") from exc
         except b.Error as exc:

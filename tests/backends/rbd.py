@@ -82,6 +82,9 @@ memstore device bytes = {memstore_bytes}
 osd memory target = 1073741824
 osd class load list = *
 osd class default list = *
+# A client that vanished keeps its watches (which refuse an image's removal)
+# for this long; Ceph's default is 30 s, shorter keeps the tests short.
+osd client watch timeout = 10
 log file = {dir}/log/$name.log
 pid file = {dir}/run/$name.pid
 admin socket = {dir}/run/$name.asok

@@ -7,9 +7,11 @@ start fails the tests that need it; nothing is skipped.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,10 +31,19 @@ _spec.loader.exec_module(harness)   # type: ignore[union-attr]
 PORTS = {"a": (16789, 16790), "b": (16791, 16792)}
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def _cluster(name: str) -> Iterator[Any]:
+    # A test run ended by SIGTERM (a CI timeout) must still stop its
+    # daemons: turn it into KeyboardInterrupt, which runs the teardown.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     base = Path(os.environ.get("MULTISTORE_RBD_TMP") or tempfile.gettempdir())
     directory = Path(tempfile.mkdtemp(prefix=f"multistore-rbd-{name}-", dir=base))
     cluster = harness.CephCluster(directory, *PORTS[name])
+    atexit.register(cluster.stop)     # idempotent; for exits that skip teardown
     try:
         cluster.start()
         yield cluster

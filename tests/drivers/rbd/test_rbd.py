@@ -409,12 +409,23 @@ def test_cluster_going_away_mid_upload(ceph_a, make_rbd_stores):
         assert info.value.store == "ceph" and info.value.operation == "add"
         assert "did not answer" in str(info.value)
         assert elapsed < 30
-        # The cluster is back: the store's next operation removes the leftover.
-        again = stores.add(image_id, block, len(block))
+        # The cluster is back: the store's next operations remove the
+        # leftover, as soon as the OSD drops the watch the lost session held
+        # (osd_client_watch_timeout, 10 s on the test cluster).
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                again = stores.add(image_id, block, len(block))
+                break
+            except errors.BackendUnavailable as exc:
+                assert "retry shortly" in str(exc)
+                assert time.monotonic() < deadline
+                time.sleep(1)
+        assert not stores["ceph"].driver._leftovers
         assert read(stores, again.location) == block
         stores.delete(again.location)
         assert image_id not in ceph_a.images()
-        assert not stores["ceph"].driver._leftovers
+        assert not [o for o in ceph_a.objects() if image_id in o]
 
 
 # -- configuration and listing ---------------------------------------------------

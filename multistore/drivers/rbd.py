@@ -21,6 +21,7 @@ importable from a virtual environment.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
@@ -351,10 +352,8 @@ class RbdDriver(Driver):
                             f"image {name!r} has {len(children)} clone(s) of its snapshot "
                             f"{snap!r} ({shown}): flatten or delete them first; nothing "
                             "was deleted", store=self.store_id, operation=operation)
-                    try:
+                    with contextlib.suppress(b.InvalidArgument):   # not protected
                         image.unprotect_snap(snap)
-                    except b.InvalidArgument:
-                        pass    # not protected
                     image.remove_snap(snap)
             b.RBD().remove(ioctx, name)
         except b.ImageHasSnapshots:
@@ -388,7 +387,7 @@ class RbdDriver(Driver):
                 if image is not None:
                     try:
                         image.close()
-                    except Exception:   # noqa: BLE001 - the removal decides
+                    except Exception:
                         LOG.debug("closing image %r failed", name, exc_info=True)
                 with self._lock:
                     self._leftovers[name] = None
@@ -551,7 +550,7 @@ class _RbdWriter(Writer):
         if image is not None:
             try:
                 image.close()
-            except Exception:   # noqa: BLE001 - removal below is what matters
+            except Exception:
                 LOG.debug("closing image %r after a failure failed", self.name, exc_info=True)
         try:
             self.driver._remove(self.ioctx, self.name, SNAPSHOT, "add")

@@ -219,7 +219,6 @@ class CephCluster:
             raise CephError("ceph-mon --mkfs created no store")
         _run(["ceph-mon", "-i", "a"], env=env)      # daemonizes
 
-        import rados
         admin = self._admin(deadline)
         try:
             osd_uuid = str(uuid.uuid4())

@@ -450,9 +450,9 @@ def test_chunk_size_not_a_power_of_two_rounds_down(ceph_a, make_rbd_stores):
 
 
 def test_missing_pool_is_a_config_error(ceph_a, make_rbd_stores):
-    with make_rbd_stores({"ceph": (ceph_a, {"rbd_store_pool": "nosuchpool"})}) as stores:
-        with pytest.raises(errors.ConfigError, match="nosuchpool"):
-            stores.add(new_id(), b"x", 1)
+    with make_rbd_stores({"ceph": (ceph_a, {"rbd_store_pool": "nosuchpool"})}) as stores, \
+            pytest.raises(errors.ConfigError, match="nosuchpool"):
+        stores.add(new_id(), b"x", 1)
 
 
 def test_missing_ceph_conf_is_a_config_error(ceph_a, make_rbd_stores, tmp_path):
@@ -466,9 +466,8 @@ def test_wrong_key_is_refused(ceph_a, make_rbd_stores, tmp_path):
         f"keyring = {ceph_a.dir}/ceph.$name.keyring", "keyring = /dev/null")
     (tmp_path / "nokey.conf").write_text(conf)
     with make_rbd_stores({"ceph": (ceph_a, {"rbd_store_ceph_conf": tmp_path / "nokey.conf"})}
-                         ) as stores:
-        with pytest.raises(errors.WriteDenied, match="client.glance"):
-            stores.add(new_id(), b"x", 1)
+                         ) as stores, pytest.raises(errors.WriteDenied, match="client.glance"):
+        stores.add(new_id(), b"x", 1)
 
 
 def test_missing_bindings_say_how_to_install(monkeypatch):

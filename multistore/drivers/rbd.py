@@ -27,6 +27,7 @@ import logging
 import math
 import threading
 import urllib.parse
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -157,6 +158,8 @@ class RbdDriver(Driver):
         self._cluster: Any = None
         self._ioctx: Any = None
         self._leftovers: dict[str, _RbdWriter | None] = {}
+        # Readers still open: closed before the connection, which they use.
+        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
 
     def _handle(self) -> Any:
         """A new, unconnected librados handle with this store's settings."""
@@ -237,6 +240,8 @@ class RbdDriver(Driver):
         return ioctx
 
     def close(self) -> None:
+        for reader in list(self._readers):
+            reader.close()
         with self._lock:
             ioctx, cluster = self._ioctx, self._cluster
             self._ioctx = self._cluster = None
@@ -321,6 +326,7 @@ class RbdDriver(Driver):
         start = min(offset, total)
         count = total - start if length is None else max(0, min(length, total - start))
         reader = _Reader(self, image, start, count)
+        self._readers.add(reader)
         return ReadStream(reader.chunks(), count, reader.close)
 
     def get_size(self, location: str, context: Any = None) -> int:
@@ -601,6 +607,10 @@ class _Reader:
         size = self.driver.object_size
         try:
             while pos < end or self.pending:
+                if self.image is None:
+                    raise errors.BackendUnavailable("the store was closed while the image "
+                                                    "was being read", store=self.driver.store_id,
+                                                    operation="get")
                 while pos < end and len(self.pending) < READ_DEPTH:
                     n = min(size - pos % size, end - pos)
                     holder: list[Any] = [None]

@@ -225,6 +225,20 @@ def test_reader_closed_early_releases_the_image(stores, ceph_a):
     stores.delete(result.location)
 
 
+def test_closing_the_store_closes_open_readers(ceph_a, make_rbd_stores):
+    data = random_bytes(3 * MiB, seed=15)
+    stores = make_rbd_stores({"ceph": (ceph_a, {"rbd_store_chunk_size": 1})})
+    result = stores.add(new_id(), data, len(data))
+    reader = stores.get(result.location)
+    chunks = iter(reader)
+    assert next(chunks) == data[:MiB]
+    stores.close()              # must not crash the process under the reader
+    with pytest.raises(errors.BackendUnavailable, match="closed"):
+        list(chunks)
+    with make_rbd_stores({"ceph": (ceph_a, {})}) as again:
+        again.delete(result.location)
+
+
 # -- writing -------------------------------------------------------------------
 
 def _sparse_image() -> tuple[bytes, int]:

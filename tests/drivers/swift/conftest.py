@@ -1,0 +1,195 @@
+"""Fixtures for the swift driver's tests: one real Swift all-in-one per session."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import pathlib
+import sys
+
+import pytest
+
+import multistore
+from multistore.testing import make_conf
+import contextlib
+
+_HARNESS = pathlib.Path(__file__).resolve().parents[2] / "backends" / "swift.py"
+
+
+def _load_harness():
+    spec = importlib.util.spec_from_file_location("multistore_swift_backend", _HARNESS)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = _load_harness()
+
+#: Ports 16000-16099 belong to these tests: proxy, container, account, object.
+BASE_PORT = int(os.environ.get("MULTISTORE_SWIFT_PORT", "16000"))
+MB = 1000 * 1024    # glance_store's "MB"
+
+
+@pytest.fixture(scope="session")
+def swift_server(tmp_path_factory):
+    server = harness.SwiftAIO(tmp_path_factory.mktemp("swift-aio"), BASE_PORT)
+    server.start()     # a server that cannot start fails the tests
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def write_refs(path, refs):
+    """A glance ``swift_store_config_file`` from {name: {key: value}}."""
+    lines = []
+    for name, values in refs.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {v}" for k, v in values.items()]
+        lines.append("")
+    path.write_text("\n".join(lines))
+    return path
+
+
+def tempauth_ref(server, user="test:tester", **extra):
+    return {"auth_address": server.auth_url, "user": user,
+            "key": server.users[user], "auth_version": "1", **extra}
+
+
+@pytest.fixture
+def refs_file(swift_server, tmp_path):
+    return write_refs(tmp_path / "glance-swift-store.conf",
+                      {"ref1": tempauth_ref(swift_server),
+                       "ref2": tempauth_ref(swift_server, "test2:tester2")})
+
+
+@pytest.fixture
+def make_swift_stores(refs_file, tmp_path):
+    """make(**options) -> a StoreSet whose default store 'objects' is swift."""
+    def make(**overrides):
+        options = {"swift_store_config_file": refs_file,
+                   "default_swift_reference": "ref1",
+                   "swift_store_create_container_on_put": True,
+                   "swift_store_large_object_size": 4,          # 4 MB: segments above
+                   "swift_store_large_object_chunk_size": 1,    # 1 MB segments
+                   **overrides}
+        conf = make_conf({
+            "DEFAULT": {"enabled_backends": {"objects": "swift"}},
+            "glance_store": {"default_backend": "objects"},
+            "objects": options,
+        }, tmp_path)
+        return multistore.load(conf)
+    return make
+
+
+@pytest.fixture
+def swift_conn(swift_server):
+    """A plain swiftclient connection as test:tester, to look behind the driver."""
+    import swiftclient
+    conn = swiftclient.Connection(authurl=swift_server.auth_url, user="test:tester",
+                                  key=swift_server.users["test:tester"], retries=0)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def all_logs(caplog):
+    """Every log record at DEBUG, from every logger."""
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+class DroppingProxy:
+    """A TCP forwarder to Swift's proxy that can cut one connection after
+    a number of response bytes, like a network failure mid-download."""
+
+    def __init__(self, target_port, port):
+        import socket
+        import threading
+        self.target_port = target_port
+        self.port = port
+        self.budget = None
+        self.drops = 0
+        self.lock = threading.Lock()
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.server.settimeout(0.2)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def drop_after(self, nbytes):
+        with self.lock:
+            self.budget = nbytes
+
+    def _accept(self):
+        import socket
+        import threading
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.server.accept()
+            except (TimeoutError, OSError):
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pump, args=(client, upstream, False),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True),
+                             daemon=True).start()
+
+    def _pump(self, src, dst, response):
+        import socket
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if response:
+                    with self.lock:
+                        cut = False
+                        if self.budget is not None:
+                            if len(data) >= self.budget:
+                                data, cut = data[:self.budget], True
+                                self.budget = None
+                                self.drops += 1
+                            else:
+                                self.budget -= len(data)
+                    if cut:
+                        dst.sendall(data)
+                        raise OSError("dropped")
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join()
+        self.server.close()
+
+
+@pytest.fixture
+def dropping_proxy(swift_server):
+    proxy = DroppingProxy(swift_server.ports["proxy"], BASE_PORT + 50)
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture(scope="session")
+def keystone(swift_server, tmp_path_factory):
+    """A real Keystone v3 and a second Swift proxy that trusts it: (keystone, proxy URL)."""
+    server = harness.KeystoneServer(tmp_path_factory.mktemp("keystone"), BASE_PORT + 10)
+    server.start(f"http://127.0.0.1:{BASE_PORT + 4}")
+    try:
+        proxy_url = swift_server.start_keystone_proxy(server, BASE_PORT + 4)
+        yield server, proxy_url
+    finally:
+        server.stop()

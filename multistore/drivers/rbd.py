@@ -25,6 +25,7 @@ import contextlib
 import importlib
 import logging
 import math
+import os
 import threading
 import urllib.parse
 import weakref
@@ -140,26 +141,39 @@ class RbdDriver(Driver):
         self.thin = c.rbd_thin_provisioning
         timeout = c.rados_connect_timeout
         self.timeout = timeout if timeout > 0 else DEFAULT_TIMEOUT
-        # Reading the configuration file needs no connection: it tells the
-        # fsid (for owns()) and the default features, and proves the file
-        # is there and parses.
-        handle = self._handle()
-        try:
-            fsid = handle.conf_get("fsid") or ""
-            self.fsid = fsid if fsid.strip("0-") else None
-            features = handle.conf_get("rbd_default_features")
-        finally:
-            handle.shutdown()
-        try:
-            self.features = int(features or 0) | self.rbd.RBD_FEATURE_LAYERING
-        except ValueError:   # a feature list such as "layering,exclusive-lock"
-            self.features = self.rbd.RBD_FEATURE_LAYERING
+        self.fsid: str | None = None
+        self.features = self.rbd.RBD_FEATURE_LAYERING
+        self._conf_read = False
+        if self.ceph_conf and not os.path.exists(self.ceph_conf):
+            # Loading needs no cluster, nor its client files yet (they may be
+            # provisioned after the service starts): the first use says it.
+            LOG.warning("store %s: rbd_store_ceph_conf %s does not exist (yet)",
+                        self.store_id, self.ceph_conf)
+        else:
+            self._read_conf()
         self._lock = threading.Lock()
         self._cluster: Any = None
         self._ioctx: Any = None
         self._leftovers: dict[str, _RbdWriter | None] = {}
         # Readers still open: closed before the connection, which they use.
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
+
+    def _read_conf(self) -> None:
+        """Read the fsid (for owns()) and the default features from the
+        configuration file; needs no connection, proves the file parses."""
+        handle = self._handle()
+        try:
+            fsid = handle.conf_get("fsid") or ""
+            features = handle.conf_get("rbd_default_features")
+        finally:
+            handle.shutdown()
+        if fsid.strip("0-"):
+            self.fsid = fsid
+        try:
+            self.features = int(features or 0) | self.rbd.RBD_FEATURE_LAYERING
+        except ValueError:   # a feature list such as "layering,exclusive-lock"
+            self.features = self.rbd.RBD_FEATURE_LAYERING
+        self._conf_read = True
 
     def _handle(self) -> Any:
         """A new, unconnected librados handle with this store's settings."""
@@ -212,6 +226,8 @@ class RbdDriver(Driver):
         with self._lock:
             if self._ioctx is not None:
                 return self._ioctx
+            if not self._conf_read:
+                self._read_conf()
             handle = self._handle()
             try:
                 handle.connect()

@@ -469,9 +469,25 @@ def test_missing_pool_is_a_config_error(ceph_a, make_rbd_stores):
         stores.add(new_id(), b"x", 1)
 
 
-def test_missing_ceph_conf_is_a_config_error(ceph_a, make_rbd_stores, tmp_path):
+def test_missing_ceph_conf_is_a_config_error_at_first_use(ceph_a, make_rbd_stores, tmp_path):
+    missing = tmp_path / "later.conf"
+    # Loading does not need the file (it may be provisioned later) ...
+    with make_rbd_stores({"ceph": (ceph_a, {"rbd_store_ceph_conf": missing})}) as stores:
+        with pytest.raises(errors.ConfigError) as info:
+            stores.add(new_id(), b"x", 1)
+        assert info.value.option == "rbd_store_ceph_conf"
+        assert info.value.store == "ceph"
+        # ... and once it is there, the store works.
+        missing.write_text(Path(ceph_a.conf_path).read_text())
+        result = stores.add(new_id(), b"x", 1)
+        assert result.location.startswith(f"rbd://{ceph_a.fsid}/images/")
+        stores.delete(result.location)
+
+
+def test_broken_ceph_conf_is_a_config_error_at_load(ceph_a, make_rbd_stores, tmp_path):
+    (tmp_path / "broken.conf").write_text("[global\nthis is not ini\n")
     with pytest.raises(errors.ConfigError) as info:
-        make_rbd_stores({"ceph": (ceph_a, {"rbd_store_ceph_conf": tmp_path / "nope.conf"})})
+        make_rbd_stores({"ceph": (ceph_a, {"rbd_store_ceph_conf": tmp_path / "broken.conf"})})
     assert info.value.option == "rbd_store_ceph_conf"
 
 
@@ -493,3 +509,20 @@ def test_missing_bindings_say_how_to_install(monkeypatch):
         rbd_driver._bindings()
     assert "apt-get install python3-rados python3-rbd" in str(info.value)
     assert "scripts/deps/rbd.sh --link-python" in str(info.value)
+
+
+def test_legacy_single_store_configuration(ceph_a, tmp_path):
+    """glance_store's old form: ``stores = rbd`` and the options in [glance_store]."""
+    sections = {"glance_store": {"stores": "file,rbd", "default_store": "rbd",
+                                 "filesystem_store_datadir": tmp_path / "files",
+                                 "rbd_store_ceph_conf": ceph_a.conf_path,
+                                 "rbd_store_user": ceph_a.user,
+                                 "rbd_store_chunk_size": 2, "rados_connect_timeout": 10}}
+    with multistore.load(make_conf(sections, tmp_path)) as stores:
+        assert stores.default == "rbd"
+        data = random_bytes(3 * MiB, seed=16)
+        result = stores.add(new_id(), data, len(data))
+        assert result.location.startswith(f"rbd://{ceph_a.fsid}/images/")
+        assert stores["rbd"].driver.object_size == 2 * MiB
+        assert read(stores, result.location) == data
+        stores.delete(result.location)

@@ -346,7 +346,7 @@ class _FileWriter(Writer):
     def _is_zero(self, data: memoryview) -> bool:
         if len(self.zeros) < len(data):
             self.zeros = bytes(len(data))
-        return data == memoryview(self.zeros)[:len(data)]
+        return self.zeros.startswith(data)   # memcmp: ~20 GB/s, no copy
 
     def commit(self) -> Stored:
         if self.hole_at_end:

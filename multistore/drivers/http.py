@@ -83,7 +83,8 @@ OPTIONS = [
                      "glance_store (where this defaulted to true), "
                      "certificates are verified unless this is set."),
     cfg.DictOpt("http_proxy_information", default={},
-                help="Proxies, as ``scheme:proxy URL`` pairs: "
+                help="Proxies, as ``scheme:proxy URL`` pairs, the scheme "
+                     "being ``http``, ``https`` or ``all``: "
                      "``http:http://proxy:3128, https:http://proxy:3128``. "
                      "Without it, the ``http_proxy``/``https_proxy``/"
                      "``no_proxy`` environment variables apply."),
@@ -160,10 +161,10 @@ class HttpDriver(Driver):
             key, value = key.strip(), (value or "").strip()
             if "://" not in value:
                 value = "http://" + value
-            if key not in ("http", "https", "all") and "://" not in key:
+            if key not in ("http", "https", "all"):
                 raise errors.ConfigError(
-                    f"{key!r} is not a scheme (http, https or all) or a "
-                    "scheme://host", option="http_proxy_information")
+                    f"{key!r} is not http, https or all: the key says which "
+                    "URLs go through the proxy", option="http_proxy_information")
             if not _is_url(value):
                 raise errors.ConfigError(f"the proxy for {key!r} is not a URL: "
                                          f"{redact(value)!r}",

@@ -46,6 +46,7 @@ from __future__ import annotations
 import configparser
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import queue
@@ -482,6 +483,8 @@ class SwiftDriver(Driver):
                 self._ensure_container(conn, account, container, location)
         if size is not None and size < self.large_size:
             return _StreamWriter(self, account, loc, location, size)
+        if self.concurrency == 1:
+            return _StreamSegmentWriter(self, account, loc, location, size)
         return _SegmentWriter(self, account, loc, location)
 
     def _ensure_container(self, conn: Any, account: _Account, container: str,
@@ -686,8 +689,6 @@ class _Account:
         return conn if conn is not None else self._new(operation)
 
     def _new(self, operation: str) -> Any:
-        import swiftclient  # type: ignore[import-untyped]
-
         d = self.driver
         args: dict[str, Any] = dict(d.connection_args)
         os_options: dict[str, Any] = {}
@@ -704,7 +705,7 @@ class _Account:
                                   endpoint_type=d.endpoint_type.replace("URL", ""),
                                   region_name=d.region)
                 args["session"] = self._keystone_session(operation)
-        return swiftclient.Connection(os_options=os_options, **args)
+        return _connection_class()(os_options=os_options, **args)
 
     def _keystone_session(self, operation: str) -> Any:
         with self._lock:
@@ -767,18 +768,26 @@ class _WriterBase(Writer):
 
     def _put(self, conn: Any, contents: Any, length: int | None,
              query: str | None = None) -> str:
+        etag = self._put_raw(conn, self.loc.container, self.loc.obj, contents, length,
+                             True, query)
+        self.object_written = True
+        return etag
+
+    def _put_raw(self, conn: Any, container: str, obj: str, contents: Any,
+                 length: int | None, if_none_match: bool, query: str | None = None) -> str:
+        """PUT, with ``If-None-Match: *`` for the image itself (never replaced)."""
+        headers = {"If-None-Match": "*"} if if_none_match else {}
         try:
-            etag = conn.put_object(self.loc.container, self.loc.obj, contents,
-                                   content_length=length, query_string=query,
-                                   headers={"If-None-Match": "*"})
+            etag = conn.put_object(container, obj, contents, content_length=length,
+                                   query_string=query, headers=headers,
+                                   chunk_size=READ_CHUNK if hasattr(contents, "read") else None)
         except _client_exception() as exc:
             if exc.http_status == 404:
                 raise errors.WriteDenied(
-                    f"container {self.loc.container!r} does not exist (create it, or set "
+                    f"container {container!r} does not exist (create it, or set "
                     "swift_store_create_container_on_put)", store=self.driver.store_id,
                     operation="add") from None
             raise self.driver._error(exc, "add", self.location) from None
-        self.object_written = True
         return str(etag)
 
     def _remove_object(self) -> None:
@@ -813,10 +822,10 @@ class _Pipe:
                 raise item
             self.pending = memoryview(item)
         n = len(self.pending) if size is None or size < 0 else size
-        out = bytes(self.pending[:n])
+        out = self.pending[:n]          # a view: sent as it is, not copied
         self.pending = self.pending[len(out):]
         self.pos += len(out)
-        return out
+        return out  # type: ignore[return-value]
 
     def tell(self) -> int:
         return self.pos
@@ -827,71 +836,200 @@ class _Pipe:
         return self.pos
 
 
+class _StreamedPut:
+    """One PUT whose body is streamed from the caller's writes, in a thread.
+
+    ``length`` None sends the body chunked (Swift takes that for objects of
+    unknown size). The body cannot be replayed: no retries.
+    """
+
+    def __init__(self, writer: _WriterBase, container: str, obj: str,
+                 length: int | None, if_none_match: bool) -> None:
+        self.writer = writer
+        self.pipe = _Pipe()
+        self.length = length
+        self.sent = 0
+        self.result: Future[str] = Future()
+        self.conn: Any = writer.account.take("add")
+        self.conn.retries = 0
+        self.thread = threading.Thread(
+            target=self._run, args=(container, obj, if_none_match), daemon=True,
+            name=f"swift-put-{obj}")
+        self.thread.start()
+
+    def _run(self, container: str, obj: str, if_none_match: bool) -> None:
+        try:
+            self.result.set_result(self.writer._put_raw(
+                self.conn, container, obj, self.pipe, self.length, if_none_match))
+        except BaseException as exc:  # noqa: BLE001 - handed to the core's thread
+            self.result.set_exception(exc)
+
+    def send(self, item: Any) -> None:
+        while True:
+            if self.result.done():
+                self.result.result()       # raises the PUT's error
+                raise errors.MultistoreError("swift ended the upload early",
+                                             store=self.writer.driver.store_id,
+                                             operation="add")
+            try:
+                self.pipe.queue.put(item, timeout=0.2)
+            except queue.Full:
+                continue
+            if item is not None:
+                self.sent += len(item)
+            return
+
+    def finish(self) -> str:
+        """End the body; wait for Swift's answer; the etag."""
+        self.send(None)
+        return self.wait()
+
+    def wait(self) -> str:
+        try:
+            etag = self.result.result()
+        except errors.MultistoreError:
+            self.close(False)
+            raise
+        except Exception as exc:
+            self.close(False)
+            raise errors.BackendUnavailable(
+                f"uploading to swift failed: {_describe(exc)}",
+                store=self.writer.driver.store_id, operation="add") from exc
+        self.close(True)
+        return etag
+
+    def close(self, reusable: bool) -> None:
+        if self.conn is None:
+            return
+        if not self.result.done():
+            with contextlib.suppress(queue.Full):
+                self.pipe.queue.put_nowait(_Aborted("upload aborted"))
+            self.conn.close()          # breaks a PUT waiting on the network
+        self.thread.join(timeout=self.writer.driver.connection_args["timeout"])
+        self.pipe = _Pipe()            # drop any bytes still held
+        conn, self.conn = self.conn, None
+        if reusable:
+            conn.retries = self.writer.driver.connection_args["retries"]
+            self.writer.account.release(conn, True)
+        else:
+            conn.close()
+
+    def landed(self) -> bool:
+        return self.result.done() and self.result.exception() is None
+
+
 class _StreamWriter(_WriterBase):
     """Below the large-object size: one PUT, streamed while the core writes."""
 
     def __init__(self, driver: SwiftDriver, account: _Account, loc: _Loc,
                  location: str, size: int) -> None:
         super().__init__(driver, account, loc, location)
-        self.pipe = _Pipe()
-        self.size = size
-        self.result: Future[str] = Future()
-        self.conn = account.take("add")
-        self.conn.retries = 0         # the body cannot be replayed
-        self.thread = threading.Thread(target=self._run, daemon=True,
-                                       name=f"swift-put-{loc.obj}")
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.result.set_result(self._put(self.conn, self.pipe, self.size))
-        except BaseException as exc:  # noqa: BLE001 - handed to the core's thread
-            self.result.set_exception(exc)
-
-    def _send(self, item: Any) -> None:
-        while True:
-            if self.result.done():
-                self.result.result()       # raises the PUT's error
-                raise errors.MultistoreError("swift ended the upload early",
-                                             store=self.driver.store_id, operation="add")
-            try:
-                self.pipe.queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        self.put: _StreamedPut | None = _StreamedPut(self, loc.container, loc.obj, size, True)
 
     def write(self, data: memoryview) -> None:
-        self._send(bytes(data))
+        assert self.put is not None
+        self.put.send(bytes(data))
 
     def commit(self) -> Stored:
-        self._send(None)
-        try:
-            self.result.result(timeout=None)
-        except errors.MultistoreError:
-            raise
-        except Exception as exc:
-            raise self._stream_error(exc) from exc
-        finally:
-            self.thread.join()
-        self.account.release(self.conn, True)
-        self.conn = None
+        assert self.put is not None
+        self.put.finish()
+        self.object_written = True
+        self.put = None
         return Stored(self.location)
 
-    def _stream_error(self, exc: Exception) -> errors.MultistoreError:
-        return errors.BackendUnavailable(f"uploading to swift failed: {_describe(exc)}",
-                                         store=self.driver.store_id, operation="add")
+    def abort(self) -> None:
+        if self.put is not None:
+            self.put.close(False)
+            if self.put.landed():
+                self.object_written = True
+            self.put = None
+        self._remove_object()
+
+
+class _StreamSegmentWriter(_WriterBase):
+    """Large or unknown size, ``swift_store_segment_concurrency = 1``: each
+    segment is streamed to Swift as the core writes (no segment buffer, no
+    retry), the next one starting while the previous one is acknowledged;
+    then an SLO manifest. Memory: the core's buffers and two chunks."""
+
+    def __init__(self, driver: SwiftDriver, account: _Account, loc: _Loc,
+                 location: str, size: int | None) -> None:
+        super().__init__(driver, account, loc, location)
+        self.seg_container = loc.container + "_segments"
+        self.prefix = f"{loc.obj}/{secrets.token_hex(4)}/"
+        self.left = size
+        self.current: _StreamedPut | None = None
+        self.previous: _StreamedPut | None = None
+        self.segments: list[tuple[str, _StreamedPut]] = []
+        self.done: list[tuple[str, str, int]] = []
+        self.container_ready = False
+
+    def _start(self) -> _StreamedPut:
+        if len(self.segments) >= MAX_SEGMENTS:
+            raise errors.StorageFull(
+                f"the image needs more than {MAX_SEGMENTS} segments: raise "
+                "swift_store_large_object_chunk_size", store=self.driver.store_id,
+                operation="add")
+        if not self.container_ready:
+            with self.account.connection("add") as conn:
+                self.driver._ensure_container(conn, self.account, self.seg_container,
+                                              self.location)
+            self.container_ready = True
+        size = self.driver.segment_size
+        length = None if self.left is None else min(size, self.left)
+        name = f"{self.prefix}{len(self.segments):08d}"
+        put = _StreamedPut(self, self.seg_container, name, length, False)
+        self.segments.append((name, put))
+        # The previous segment is acknowledged (Swift syncs it) while this
+        # one already receives data.
+        self._settle_previous()
+        return put
+
+    def _settle_previous(self) -> None:
+        if self.previous is not None:
+            name = self.segments[len(self.done)][0]
+            self.done.append((name, self.previous.wait(), self.previous.sent))
+            self.previous = None
+
+    def write(self, data: memoryview) -> None:
+        view = data.cast("B") if data.format != "B" else data
+        while view:
+            if self.current is None:
+                self.current = self._start()
+            room = self.driver.segment_size - self.current.sent
+            piece = bytes(view[:room])
+            view = view[len(piece):]
+            self.current.send(piece)
+            if self.left is not None:
+                self.left -= len(piece)
+            if self.current.sent >= self.driver.segment_size:
+                self.current.send(None)      # end of this segment's body
+                self.previous, self.current = self.current, None
+
+    def commit(self) -> Stored:
+        if self.current is not None:
+            self.current.send(None)
+            self._settle_previous()
+            self.previous, self.current = self.current, None
+        self._settle_previous()
+        if not self.done:
+            with self.account.connection("add") as conn:
+                self._put(conn, b"", 0)
+            return Stored(self.location)
+        manifest = [{"path": f"/{self.seg_container}/{name}", "etag": etag,
+                     "size_bytes": size} for name, etag, size in self.done]
+        with self.account.connection("add") as conn:
+            self._put(conn, json.dumps(manifest).encode(), None,
+                      query="multipart-manifest=put")
+        return Stored(self.location)
 
     def abort(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(queue.Full):
-                self.pipe.queue.put_nowait(_Aborted("upload aborted"))
-            # The PUT thread gives up on its next read; wait for it.
-            self.thread.join(timeout=self.driver.connection_args["timeout"])
-            self.conn.close()
-            self.conn = None
-        if self.result.done() and self.result.exception() is None:
-            self.object_written = True
+        for _, put in self.segments:
+            put.close(False)
         self._remove_object()
+        names = [f"/{self.seg_container}/{name}" for name, _ in self.segments]
+        self.driver._delete_segments(self.account, names)
+        self.segments.clear()
 
 
 class _Aborted(Exception):
@@ -1046,6 +1184,9 @@ class _Download:
             headers["If-Match"] = self.etag
         if self.conn is None:
             self.conn = self.account.take("get")
+            # swiftclient would resume a broken body on its own, as many times
+            # as it retries requests: resumes are swift_store_retry_get_count's.
+            self.conn.retries = 0
         try:
             return self.conn.get_object(self.loc.container, self.loc.obj,  # type: ignore[no-any-return]
                                         resp_chunk_size=READ_CHUNK, headers=headers)
@@ -1115,6 +1256,7 @@ class _Download:
 
     def _release(self, reusable: bool) -> None:
         if self.conn is not None:
+            self.conn.retries = self.driver.connection_args["retries"]
             self.account.release(self.conn, reusable)
             self.conn = None
 
@@ -1123,6 +1265,30 @@ class _Download:
 
 
 # -- helpers -------------------------------------------------------------------
+
+@functools.cache
+def _connection_class() -> Any:
+    """swiftclient's Connection, sending request bodies in 1 MiB blocks
+    (urllib3's default is 16 KiB: one GIL round trip per 16 KiB, which with
+    the core's hashing threads running costs a quarter of the throughput)."""
+    import requests.adapters
+    import swiftclient  # type: ignore[import-untyped]
+
+    class BigBlockAdapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["blocksize"] = READ_CHUNK
+            super().init_poolmanager(*args, **kwargs)
+
+    class Connection(swiftclient.Connection):  # type: ignore[misc]
+        def http_connection(self, url: str | None = None) -> Any:
+            parsed, conn = super().http_connection(url)
+            adapter = BigBlockAdapter()
+            conn.request_session.mount("http://", adapter)
+            conn.request_session.mount("https://", adapter)
+            return parsed, conn
+
+    return Connection
+
 
 def _client_exception() -> Any:
     """swiftclient's ClientException (imported late: swiftclient is an extra)."""

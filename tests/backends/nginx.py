@@ -238,6 +238,15 @@ class Nginx:
             process.kill()
             process.wait(timeout=10)
 
+    def check_alive(self) -> None:
+        """Raise NginxError (with nginx's logs) if the server stopped or lost
+        its files since it started."""
+        if self.process is None or self.process.poll() is not None:
+            code = None if self.process is None else self.process.returncode
+            raise NginxError(f"nginx is not running (exit status {code}):\n" + self.logs())
+        if not self.docroot.is_dir():
+            raise NginxError(f"nginx's document root {self.docroot} disappeared")
+
     def logs(self) -> str:
         parts = []
         for name in ("stderr.log", "error.log"):

@@ -133,7 +133,7 @@ DEFAULT_SECTION = """\
 [DEFAULT]
 bind_ip = 127.0.0.1
 bind_port = {port}
-workers = 0
+workers = {workers}
 user = {user}
 swift_dir = {etc}
 log_level = INFO
@@ -249,7 +249,8 @@ class SwiftAIO:
 
     def __init__(self, base_dir: str | os.PathLike[str], base_port: int = 16000,
                  users: dict[str, tuple[str, str]] | None = None,
-                 proxy_extra: str = "", auth_filter: str = "tempauth") -> None:
+                 proxy_extra: str = "", auth_filter: str = "tempauth",
+                 workers: int = 0) -> None:
         self.dir = Path(base_dir)
         self.ports = {"proxy": base_port, "container": base_port + 1,
                       "account": base_port + 2, "object": base_port + 3}
@@ -257,6 +258,10 @@ class SwiftAIO:
         self._user_specs = users or USERS
         self.proxy_extra = proxy_extra
         self.auth_filter = auth_filter
+        # workers > 0 (benchmarks): the object/container/account servers and
+        # the Keystone proxy fork workers; the tempauth proxy keeps one process
+        # (its token cache lives in it).
+        self.workers = workers
         self.pids: dict[str, int] = {}
 
     @property
@@ -286,13 +291,14 @@ class SwiftAIO:
         user = _user_name()
         for kind in ("account", "container", "object"):
             (etc / f"{kind}-server.conf").write_text(SERVER_CONF.format(
-                port=self.ports[kind], user=user, etc=etc, devices=devices, kind=kind,
+                port=self.ports[kind], user=user, workers=self.workers, etc=etc,
+                devices=devices, kind=kind,
                 extra=EXTRA_SECTIONS[kind]))
         users = "\n".join(
             f"user_{u.replace(':', '_')} = {key} {groups}".rstrip()
             for u, (key, groups) in self._user_specs.items())
         (etc / "proxy-server.conf").write_text(PROXY_CONF.format(
-            port=self.ports["proxy"], user=user, etc=etc, users=users,
+            port=self.ports["proxy"], user=user, workers=0, etc=etc, users=users,
             auth=self.auth_filter, extra=self.proxy_extra,
             filters="\n".join(f"[filter:{f if f in DASHLESS else f.replace('_', '-')}]\n"
                               f"use = egg:swift#{f}" for f in PLAIN_FILTERS)))
@@ -333,7 +339,8 @@ class SwiftAIO:
         self.ports["proxy-keystone"] = port
         etc = self.dir / "etc"
         (etc / "proxy-keystone-server.conf").write_text(PROXY_CONF.format(
-            port=port, user=_user_name(), etc=etc, users="", auth="authtoken keystoneauth",
+            port=port, user=_user_name(), workers=self.workers, etc=etc, users="",
+            auth="authtoken keystoneauth",
             extra=KEYSTONE_PROXY_FILTERS.format(keystone=keystone.url,
                                                 admin_password=keystone.ADMIN_PASSWORD),
             filters="\n".join(f"[filter:{f if f in DASHLESS else f.replace('_', '-')}]\n"

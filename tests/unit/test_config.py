@@ -29,9 +29,20 @@ store_description = "Filesystem store for staging purpose"
 
 SEED_003 = """
 [glance_store]
-stores = file, http
-default_store = file
+stores = file, http, swift
+default_swift_reference = ref1
+swift_store_config_file = {root}/glance-swift-store.conf
+swift_store_create_container_on_put = True
+default_store = swift
 filesystem_store_datadir = {root}/images/
+"""
+
+SWIFT_REFERENCES = """
+[ref1]
+user = tenant:user
+key = not-a-real-key
+auth_address = http://127.0.0.1:1/auth/v1.0
+auth_version = 1
 """
 
 
@@ -80,13 +91,16 @@ def test_default_backend_in_glance_store_group_needs_no_warning(tmp_path):
         assert multistore.load(conf).default == "a"
 
 
-def test_legacy_single_store_form(tmp_path):
+def test_legacy_single_store_form_of_seed_003(tmp_path):
+    (tmp_path / "glance-swift-store.conf").write_text(SWIFT_REFERENCES)
     conf = parse(tmp_path, SEED_003)
     stores = multistore.load(conf)
-    assert [s.id for s in stores] == ["file", "http"]
+    assert [s.id for s in stores] == ["file", "http", "swift"]
+    assert stores.default == "swift"
     assert stores["http"].read_only
-    assert stores.default == "file"
-    result = stores.add("img", b"data", 4)
+    assert stores.store_for("swift+config://ref1/glance/img").id == "swift"
+    assert "not-a-real-key" not in repr(stores.info(detail=True))
+    result = stores.add("img", b"data", 4, store="file")
     assert result.location == f"file://{tmp_path}/images/img"
     assert result.metadata == {"store": "file"}
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import http.server
 import importlib.util
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -49,14 +51,27 @@ Nginx = harness.Nginx
 
 
 @pytest.fixture(scope="session")
-def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The nginx server for the whole session; a failure to start fails the tests."""
-    server = Nginx(tmp_path_factory.mktemp("nginx"), HTTP_PORT, HTTPS_PORT, PROXY_PORT)
-    server.start()
+def nginx_server() -> Iterator[Any]:
+    """The nginx server for the whole session; a failure to start fails the tests.
+
+    Its directory is its own, outside pytest's temporary directories (which
+    other pytest sessions on the machine may clean up), removed at the end.
+    """
+    root = tempfile.mkdtemp(prefix="multistore-http-nginx-")
+    server = Nginx(root, HTTP_PORT, HTTPS_PORT, PROXY_PORT)
     try:
+        server.start()
         yield server
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def nginx(nginx_server: Any) -> Any:
+    """The session's nginx, checked to be still running before each test."""
+    nginx_server.check_alive()
+    return nginx_server
 
 
 @pytest.fixture

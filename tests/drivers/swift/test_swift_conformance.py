@@ -21,3 +21,9 @@ class TestSwiftConformanceAllSegmented(TestSwiftConformance):
     """Every image of known size goes up as segments (threshold 1 MB)."""
 
     options = {"swift_store_large_object_size": 1, "swift_store_segment_concurrency": 2}
+
+
+class TestSwiftConformanceStreamedSegments(TestSwiftConformance):
+    """Segments streamed one after the other (concurrency 1, no segment buffer)."""
+
+    options = {"swift_store_large_object_size": 1, "swift_store_segment_concurrency": 1}

@@ -9,11 +9,11 @@ aliases so existing ``enabled_backends`` and ``stores`` values keep working.
 
 from __future__ import annotations
 
+import importlib.metadata
 from collections.abc import Mapping
 
 from stevedore import driver as stevedore_driver
 from stevedore import exception as stevedore_exc
-from stevedore import extension
 
 from multistore import errors
 from multistore.driver import Driver
@@ -71,9 +71,7 @@ class Registry:
 
     def names(self) -> set[str]:
         """Every installed driver type, without importing any driver."""
-        mgr: extension.ExtensionManager[Driver] = extension.ExtensionManager(
-            self.namespace, invoke_on_load=False, on_load_failure_callback=None)
-        listed = {ep.name for ep in mgr.list_entry_points()}
+        listed = {ep.name for ep in importlib.metadata.entry_points(group=self.namespace)}
         return listed | set(self._extra)
 
     def load(self, name: str, store: str | None = None) -> type[Driver]:

@@ -94,3 +94,16 @@ def test_glance_store_aliases():
     assert registry.canonical("filesystem") == "file"
     with pytest.raises(errors.DriverLoadError, match="unknown driver type"):
         registry.canonical("glance.store.nosuch.Store")
+
+
+def test_loading_a_store_imports_only_its_own_driver(tmp_path):
+    code, out = run_python(tmp_path, """
+        import sys
+        import multistore
+        from multistore.testing import make_conf
+        multistore.load(make_conf({"DEFAULT": {"enabled_backends": {"m": "memory"}},
+                                   "glance_store": {"default_backend": "m"}}))
+        print(sorted(m for m in sys.modules
+                     if m.startswith(("multistore.drivers.", "swiftclient", "rados"))))
+    """, tmp_path)
+    assert (code, out.strip()) == (0, "['multistore.drivers.memory']")

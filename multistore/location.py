@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+#: Query parameters that carry secrets in signed URLs (S3/Swift temp URLs, tokens).
+_SECRET_PARAM = re.compile(
+    r"(?i)([?&][^=&#]*(?:sig|signature|token|secret|password|passwd|key|credential)"
+    r"[^=&#]*=)[^&#]*")
+
 
 def scheme_of(location: str) -> str:
     """``rbd`` for ``rbd://...``; empty when the string has no scheme."""
@@ -14,8 +21,11 @@ def redact(location: str) -> str:
 
     Everything between the first ``:`` of the user information and the
     last ``@`` before the query is replaced, so a key holding ``/`` or
-    ``@`` (as legacy swift URLs write them, unescaped) is masked too.
+    ``@`` (as legacy swift URLs write them, unescaped) is masked too; so are
+    the values of query parameters of signed URLs (``X-Amz-Signature``,
+    ``temp_url_sig``, ``token`` ...).
     """
+    location = _SECRET_PARAM.sub(r"\1***", location)
     scheme, sep, rest = location.partition("://")
     if not sep:
         return location

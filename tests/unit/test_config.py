@@ -29,7 +29,7 @@ store_description = "Filesystem store for staging purpose"
 
 SEED_003 = """
 [glance_store]
-stores = file, memory
+stores = file, http
 default_store = file
 filesystem_store_datadir = {root}/images/
 """
@@ -83,7 +83,8 @@ def test_default_backend_in_glance_store_group_needs_no_warning(tmp_path):
 def test_legacy_single_store_form(tmp_path):
     conf = parse(tmp_path, SEED_003)
     stores = multistore.load(conf)
-    assert [s.id for s in stores] == ["file", "memory"]
+    assert [s.id for s in stores] == ["file", "http"]
+    assert stores["http"].read_only
     assert stores.default == "file"
     result = stores.add("img", b"data", 4)
     assert result.location == f"file://{tmp_path}/images/img"

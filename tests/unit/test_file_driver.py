@@ -142,3 +142,22 @@ def test_image_appearing_during_the_write_is_not_overwritten(tmp_path):
         stores.add("img", data(), None)
     assert (images / "img").read_bytes() == b"written by someone else"
     assert os.listdir(images) == ["img"]
+
+
+def resident_bytes(path):
+    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout.strip())
+
+
+def test_durable_add_leaves_little_of_the_image_in_the_page_cache(tmp_path):
+    from multistore.drivers import file
+
+    stores = load(tmp_path)
+    size = 96 * 1024 * 1024
+    data = random_bytes(size)
+    result = stores.add("big", data, size)
+    resident = resident_bytes(tmp_path / "images" / "big")
+    assert resident <= file.DROP_BEHIND + 2 * file.WRITEBACK_EVERY, resident
+    with stores.get(result.location) as reader:
+        assert reader.read_all() == data

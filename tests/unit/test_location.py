@@ -18,3 +18,10 @@ def test_redact_masks_passwords_however_they_are_written():
     for given, expected in cases.items():
         assert redact(given) == expected
         assert "secret" not in redact(given) and "k/ey" not in redact(given)
+
+
+def test_redact_masks_signed_url_parameters():
+    url = ("https://s3.example/b/img?X-Amz-Credential=AKIA%2Fx&X-Amz-Signature=abcdef"
+           "&temp_url_sig=f00&part=2&token=t0k")
+    assert redact(url) == ("https://s3.example/b/img?X-Amz-Credential=***&X-Amz-Signature=***"
+                           "&temp_url_sig=***&part=2&token=***")

@@ -1,0 +1,288 @@
+"""Add and get of one large image on one real Ceph cluster, three ways.
+
+    .venv/bin/python benchmarks/bench_rbd.py [--size-mib 1024] [--rounds 3]
+
+- **multistore**: ``StoreSet.add`` from an open file (md5 + sha512 computed
+  on the way), ``StoreSet.get`` iterated to the end;
+- **glance_store**: its rbd driver through its own multi-store API
+  (``add_with_multihash`` / ``get``), installed from PyPI into
+  ``.bench/venv-glance`` (created on first use, with Debian's rados/rbd
+  linked in by ``scripts/deps/rbd.sh --link-python``);
+- **rbd CLI**: ``rbd import`` / ``rbd export ... -`` to /dev/null, the limit
+  (no hashing at all; the time includes the CLI's start and connection);
+- **rbd driver alone**: multistore's rbd Writer/ReadStream driven directly
+  from the file, without the core's md5/sha512: what the driver itself
+  costs, against ``rbd import``.
+
+Every measurement runs in a fresh process, so its peak RSS is its own;
+rounds alternate the three ways, the table shows medians. The cluster is
+the test harness's (one mon, one memstore OSD, cephx, 127.0.0.1:16795-16796)
+and is stopped by PID at the end. Needs root on a fresh machine (installs
+Ceph through the harness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+GLANCE_VENV = ROOT / ".bench" / "venv-glance"     # .bench/ is git-ignored
+MiB = 1024 * 1024
+POOL, USER = "images", "glance"
+DRIVER_ALONE = "rbd driver alone, no hashing"
+WAYS = ("multistore", "glance_store", "rbd CLI", DRIVER_ALONE)
+
+
+# -- workers (each runs in its own process) -----------------------------------
+
+def _ini(conf_path: str, chunk_mib: int) -> str:
+    return (f"[DEFAULT]\nenabled_backends = ceph:rbd\n"
+            f"[glance_store]\ndefault_backend = ceph\n"
+            f"[ceph]\nrbd_store_ceph_conf = {conf_path}\nrbd_store_user = {USER}\n"
+            f"rbd_store_pool = {POOL}\nrbd_store_chunk_size = {chunk_mib}\n"
+            f"rados_connect_timeout = 30\n")
+
+
+def worker_multistore(args: argparse.Namespace) -> dict[str, Any]:
+    import multistore
+    from oslo_config import cfg
+
+    conf_file = Path(args.tmp) / "multistore.conf"
+    conf_file.write_text(_ini(args.ceph_conf, args.chunk_mib))
+    conf = cfg.ConfigOpts()
+    multistore.config.register_opts(conf)
+    conf(["--config-file", str(conf_file)], project="multistore", default_config_files=[])
+    with multistore.load(conf) as stores:
+        driver = stores["ceph"].driver
+        start = time.perf_counter()
+        if args.op == "add" and args.worker == "driver":
+            # The driver alone, as the core drives it but without hashing.
+            buf = memoryview(bytearray(driver.write_chunk_size))
+            writer = driver.open_writer(args.image, args.size)
+            with open(args.file, "rb", buffering=0) as f:
+                while n := f.readinto(buf):
+                    writer.write(buf[:n])
+            extra = {"location": writer.commit().location}
+        elif args.op == "add":
+            with open(args.file, "rb") as f:
+                result = stores.add(args.image, f, args.size)
+            extra = {"location": result.location, "md5": result.checksum}
+        elif args.worker == "driver":
+            stream = driver.open_reader(args.location, 0, None)
+            n = sum(len(chunk) for chunk in stream)
+            stream.close()
+            assert n == args.size, n
+            extra = {}
+        else:
+            loc = args.location
+            n = 0
+            with stores.get(loc) as reader:
+                for chunk in reader:
+                    n += len(chunk)
+            assert n == args.size, n
+            extra = {}
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, **extra}
+
+
+def worker_glance(args: argparse.Namespace) -> dict[str, Any]:
+    from glance_store import multi_backend
+    from oslo_config import cfg
+
+    conf_file = Path(args.tmp) / "glance.conf"
+    conf_file.write_text(_ini(args.ceph_conf, args.chunk_mib))
+    conf = cfg.CONF        # glance_store's multi-store API reads the global one
+    conf.register_opt(cfg.DictOpt("enabled_backends"))   # glance registers it
+    conf(args=[], default_config_files=[str(conf_file)])
+    multi_backend.register_store_opts(conf)
+    multi_backend.create_multi_stores(conf)
+    multi_backend.verify_store()
+    start = time.perf_counter()
+    if args.op == "add":
+        with open(args.file, "rb") as f:
+            loc, size, md5, _, _ = multi_backend.add_with_multihash(
+                conf, args.image, f, args.size, "ceph", "sha512")
+        extra = {"location": loc, "md5": md5}
+    else:
+        data, size = multi_backend.get(args.location, "ceph")
+        n = 0
+        for chunk in data:
+            n += len(chunk)
+        assert n == args.size, n
+        extra = {}
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, **extra}
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    fn = {"multistore": worker_multistore, "driver": worker_multistore,
+          "glance": worker_glance}[args.worker]
+    out = fn(args)
+    out["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(out))
+    return 0
+
+
+# -- the driver ---------------------------------------------------------------
+
+def _spawn(cmd: list[str]) -> str:
+    """Run ``cmd``; its stdout."""
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def _python_worker(python: str, worker: str, op: str, common: list[str],
+                   **extra: str) -> dict[str, Any]:
+    cmd = [python, __file__, "--worker", worker, "--op", op, *common]
+    for k, v in extra.items():
+        cmd += [f"--{k.replace('_', '-')}", v]
+    out = _spawn(cmd)
+    line = next(x for x in out.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def _peak_rss_of_child(cmd: list[str], env: dict[str, str], stdout: Any) -> tuple[float, float]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if status != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed: {err[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def ensure_glance_venv() -> str:
+    python = GLANCE_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(GLANCE_VENV)], check=True)
+    check = subprocess.run([str(python), "-c", "import glance_store"], capture_output=True)
+    if check.returncode != 0:
+        print("installing glance_store into " + str(GLANCE_VENV), file=sys.stderr)
+        done = subprocess.run([str(python), "-m", "pip", "install", "-q", "glance_store"],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"pip install glance_store failed: {done.stderr[-3000:]}")
+    subprocess.run(["bash", str(ROOT / "scripts" / "deps" / "rbd.sh"), "--link-python",
+                    str(python)], check=True)
+    return str(python)
+
+
+def load_harness() -> Any:
+    path = ROOT / "tests" / "backends" / "rbd.py"
+    spec = importlib.util.spec_from_file_location("multistore_ceph_harness", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)     # type: ignore[union-attr]
+    return module
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size-mib", type=int, default=1024)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--chunk-mib", type=int, default=8)
+    p.add_argument("--tmp")
+    # worker mode
+    p.add_argument("--worker", choices=["multistore", "driver", "glance"])
+    p.add_argument("--op", choices=["add", "get"])
+    p.add_argument("--ceph-conf")
+    p.add_argument("--file")
+    p.add_argument("--image")
+    p.add_argument("--location")
+    p.add_argument("--size", type=int)
+    args = p.parse_args(argv)
+    if args.worker:
+        return run_worker(args)
+
+    harness = load_harness()
+    glance_python = ensure_glance_venv()
+    tmp = Path(tempfile.mkdtemp(prefix="multistore-bench-rbd-"))
+    cluster = harness.CephCluster(tmp / "ceph", 16795, 16796, memstore_bytes=6 * 1024 * MiB)
+    size = args.size_mib * MiB
+    results: dict[str, dict[str, list[tuple[float, float]]]] = {
+        k: {"add": [], "get": []} for k in WAYS}
+    try:
+        cluster.start()
+        data = tmp / "image.raw"
+        with open(data, "wb") as f:
+            block = os.urandom(MiB)
+            for i in range(args.size_mib):
+                f.write(block[i % 251:] + block[:i % 251])
+        subprocess.run(["cat", str(data)], stdout=subprocess.DEVNULL, check=True)  # page cache
+        env = {**os.environ, "CEPH_CONF": cluster.conf_path}
+        common = ["--ceph-conf", cluster.conf_path, "--tmp", str(tmp),
+                  "--chunk-mib", str(args.chunk_mib), "--size", str(size)]
+        for rnd in range(args.rounds):
+            for way in results:
+                image = f"bench-{uuid.uuid4()}"
+                if way == "rbd CLI":
+                    secs, rss = _peak_rss_of_child(
+                        ["rbd", "--id", USER, "-p", POOL, "import", "--no-progress",
+                         "--order", str(20 + args.chunk_mib.bit_length() - 1),
+                         str(data), image], env, subprocess.DEVNULL)
+                    results[way]["add"].append((secs, rss))
+                    with open(os.devnull, "wb") as devnull:
+                        secs, rss = _peak_rss_of_child(
+                            ["rbd", "--id", USER, "-p", POOL, "export", "--no-progress",
+                             image, "-"], env, devnull)
+                    results[way]["get"].append((secs, rss))
+                    cluster.rbd("rm", "--no-progress", image)
+                    continue
+                python, worker = {"multistore": (sys.executable, "multistore"),
+                                  DRIVER_ALONE: (sys.executable, "driver"),
+                                  "glance_store": (glance_python, "glance")}[way]
+                added = _python_worker(python, worker, "add", common, file=str(data),
+                                       image=image)
+                results[way]["add"].append((added["seconds"], added["maxrss_mib"]))
+                got = _python_worker(python, worker, "get", common,
+                                     location=added["location"])
+                results[way]["get"].append((got["seconds"], got["maxrss_mib"]))
+                cluster.rbd("snap", "unprotect", f"{image}@snap")
+                cluster.rbd("snap", "purge", "--no-progress", image)
+                cluster.rbd("rm", "--no-progress", image)
+            print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def mbps(samples: list[tuple[float, float]]) -> float:
+        return size / 1e6 / statistics.median(s for s, _ in samples)
+
+    def rss(samples: list[tuple[float, float]]) -> float:
+        return max(r for _, r in samples)
+
+    print(f"\n{args.size_mib} MiB image, rbd_store_chunk_size {args.chunk_mib} MiB, "
+          f"memstore OSD, medians of {args.rounds} rounds (MB/s = 10^6 bytes/s)\n")
+    print("| way | add MB/s | get MB/s | peak RSS add (MiB) | peak RSS get (MiB) |")
+    print("|---|---|---|---|---|")
+    for way, r in results.items():
+        print(f"| {way} | {mbps(r['add']):.0f} | {mbps(r['get']):.0f} | "
+              f"{rss(r['add']):.0f} | {rss(r['get']):.0f} |")
+    m, g, c, d = (results[k] for k in WAYS)
+    print(f"\nadd: multistore / glance_store = {mbps(m['add']) / mbps(g['add']):.2f}x "
+          f"(target >= 1.5x); multistore / rbd import = "
+          f"{mbps(m['add']) / mbps(c['add']):.0%} (target >= 80%)")
+    print(f"add, driver alone (no md5/sha512) / rbd import = "
+          f"{mbps(d['add']) / mbps(c['add']):.0%}")
+    print(f"get: multistore / glance_store = {mbps(m['get']) / mbps(g['get']):.2f}x; "
+          f"multistore / rbd export = {mbps(m['get']) / mbps(c['get']):.0%} (target >= 100%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -200,15 +200,21 @@ def run(argv, *, stdin=None, env=None, stdout=subprocess.PIPE):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mib", default="1024,4096")
-    parser.add_argument("--concurrency", type=int, default=3,
-                        help="multistore's swift_store_segment_concurrency")
+    parser.add_argument("--concurrency", default="1,3",
+                        help="multistore's swift_store_segment_concurrency values to run "
+                             "(1: streamed segments, >1: buffered, uploaded in parallel)")
     parser.add_argument("--workers", type=int, default=2,
                         help="Swift server workers (object/container/account servers "
                              "and the Keystone proxy); 0 = one process each")
     parser.add_argument("--only", default="multistore,glance_store,swift-cli")
     args = parser.parse_args()
     sizes = [int(s) * MiB for s in args.sizes_mib.split(",")]
-    tools = args.only.split(",")
+    tools = []
+    for tool in args.only.split(","):
+        if tool == "multistore":
+            tools += [f"multistore c={c}" for c in args.concurrency.split(",")]
+        else:
+            tools.append(tool)
 
     harness = load_harness()
     glance_python = ensure_glance_venv() if "glance_store" in tools else None
@@ -216,7 +222,7 @@ def main() -> int:
                                          if (ROOT / ".bench").exists() else None))
     swift = harness.SwiftAIO(work / "swift", 16000, workers=args.workers)
     keystone = harness.KeystoneServer(work / "keystone", 16010)
-    rows = []
+    rows: list[dict] = []
     try:
         swift.start()
         keystone.start("http://127.0.0.1:16004")
@@ -241,10 +247,10 @@ def main() -> int:
                 conf_dir.mkdir()
                 result = {"size": size, "tool": tool}
                 for op in ("add", "get", "delete"):
-                    if tool == "multistore":
+                    if tool.startswith("multistore"):
                         out, wall, rss = run([sys.executable, "-c", MULTISTORE_WORKER, op,
                                               str(conf_dir), str(refs), image_id, str(size),
-                                              str(args.concurrency)])
+                                              tool.partition("c=")[2]])
                         seconds = json.loads(out)["seconds"]
                     elif tool == "glance_store":
                         out, wall, rss = run([str(glance_python), "-c", GLANCE_WORKER, op,
@@ -295,10 +301,12 @@ def main() -> int:
               f"{add_rss:.0f} | {r['size'] / get_s / 1e6:.0f} | {get_rss:.0f} |")
     by = {(r["size"], r["tool"]): r for r in rows}
     for size in sizes:
-        ms, gs = by.get((size, "multistore")), by.get((size, "glance_store"))
-        if ms and gs:
-            print(f"\n{size // MiB} MiB: multistore add is {gs['add'][0] / ms['add'][0]:.2f}x "
-                  f"glance_store, get {gs['get'][0] / ms['get'][0]:.2f}x")
+        gs = by.get((size, "glance_store"))
+        for tool in tools:
+            ms = by.get((size, tool))
+            if ms and gs and tool.startswith("multistore"):
+                print(f"{size // MiB} MiB: {tool} add is {gs['add'][0] / ms['add'][0]:.2f}x "
+                      f"glance_store, get {gs['get'][0] / ms['get'][0]:.2f}x")
     return 0
 
 

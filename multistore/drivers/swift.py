@@ -28,11 +28,12 @@ context with every call; any object (or mapping) with these attributes:
 
 Large images: above ``swift_store_large_object_size`` (or of unknown size)
 an image is cut into ``swift_store_large_object_chunk_size`` segments that
-go to ``<container>_segments`` several at a time
-(``swift_store_segment_concurrency``), then a Static Large Object manifest
+go to ``<container>_segments``, streamed one after the other
+(``swift_store_segment_concurrency = 1``, the default) or copied into
+buffers and uploaded several at a time (memory per upload about
+(concurrency + 2) x segment size), then a Static Large Object manifest
 that lists every segment's etag and size (Swift checks them) is written
-with ``If-None-Match: *``, so an image is never silently replaced. Memory
-per upload is at most (concurrency + 1) x segment size. A failed upload
+with ``If-None-Match: *``, so an image is never silently replaced. A failed upload
 removes every segment; deleting the image removes its segments (glance's
 Dynamic Large Objects are read and deleted too).
 
@@ -145,9 +146,13 @@ OPTIONS = [
                     "auth_address, user, key, auth_version ...); enables "
                     "credential-free ``swift+config://`` locations."),
     # multistore's own
-    cfg.IntOpt("swift_store_segment_concurrency", default=3, min=1, max=32,
-               help="Segments of one image uploaded at once; memory per "
-                    "upload is at most (this + 1) x the segment size."),
+    cfg.IntOpt("swift_store_segment_concurrency", default=1, min=1, max=32,
+               help="Segments of one image uploaded at once. 1 streams each "
+                    "segment from the caller's data (no segment buffer); more "
+                    "copies segments into memory and uploads them in parallel "
+                    "(memory per upload up to about (this + 2) x the segment "
+                    "size), which pays off only when one stream does not keep "
+                    "the Swift cluster busy."),
     cfg.IntOpt("swift_store_timeout", default=60, min=1,
                help="Seconds to wait for the Swift or auth server to answer."),
     cfg.IntOpt("swift_store_retries", default=2, min=0,

@@ -18,12 +18,12 @@ class TestSwiftConformance(ConformanceSuite):
 
 
 class TestSwiftConformanceAllSegmented(TestSwiftConformance):
-    """Every image of known size goes up as segments (threshold 1 MB)."""
+    """Every image of known size goes up as segments (threshold 1 MB), streamed."""
+
+    options = {"swift_store_large_object_size": 1}
+
+
+class TestSwiftConformanceBufferedSegments(TestSwiftConformance):
+    """Segments copied into buffers and uploaded two at a time."""
 
     options = {"swift_store_large_object_size": 1, "swift_store_segment_concurrency": 2}
-
-
-class TestSwiftConformanceStreamedSegments(TestSwiftConformance):
-    """Segments streamed one after the other (concurrency 1, no segment buffer)."""
-
-    options = {"swift_store_large_object_size": 1, "swift_store_segment_concurrency": 1}

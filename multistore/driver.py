@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from oslo_config import cfg
 
+from multistore import errors
+
 if TYPE_CHECKING:
     from multistore.config import StoreConf
 
@@ -209,7 +211,5 @@ class Driver(abc.ABC):
         Stores without per-image access control keep this default, which
         says so; the caller may then ignore it, as Glance does.
         """
-        from multistore import errors
-
         raise errors.NotSupported("this store has no per-image access control",
                                   store=self.store_id, operation="set_acls")

@@ -323,7 +323,7 @@ class StoreSet:
                 data, size, sinks, chunk_size=chunk,
                 buffers=self.conf[config.CORE_GROUP].stream_buffers,
                 progress=progress, store=store_ids, operation=operation)
-        except stream._Failure as failure:
+        except stream.SinkFailure as failure:
             exc = failure.exc
             target = getattr(failure.sink, "store", store_ids)
             if isinstance(exc, errors.MultistoreError):

@@ -169,8 +169,8 @@ class _Item:
         self.lock = threading.Lock()
 
 
-class _Failure(Exception):
-    """A sink failed; carries the sink's exception."""
+class SinkFailure(Exception):
+    """A sink failed; carries the sink and its exception (the caller translates it)."""
 
     def __init__(self, sink: Sink, exc: BaseException) -> None:
         super().__init__(sink.name)
@@ -257,7 +257,7 @@ def transfer(data: Any, size: int | None, sinks: Sequence[Sink], *,
             worker.join()
     for worker in workers:
         if worker.error is not None:
-            raise _Failure(worker.sink, worker.error)
+            raise SinkFailure(worker.sink, worker.error)
     if size is not None and total != size:
         raise errors.SizeMismatch(
             f"the data ended after {total} bytes, {size} were announced",

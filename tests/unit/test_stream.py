@@ -103,7 +103,7 @@ def test_a_failing_sink_stops_the_transfer():
             read.append(1)
             yield b"x" * 65536
 
-    with pytest.raises(stream._Failure) as info:
+    with pytest.raises(stream.SinkFailure) as info:
         run(source(), None, [Boom(), Collect()])
     assert isinstance(info.value.exc, OSError)
     assert Boom.calls == 1

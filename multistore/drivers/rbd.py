@@ -47,11 +47,16 @@ SNAPSHOT = "snap"
 #: ``rados_connect_timeout`` is 0 or negative (glance_store: "no timeout").
 #: Ceph's own client_mount_timeout default; long, but never forever.
 DEFAULT_TIMEOUT = 300
-#: Object-sized writes, and reads, kept in flight at once. Two keep the
-#: cluster busy while the next buffer is prepared (or the last one consumed);
-#: more measured no faster here and cost an object's memory each.
+#: Object-sized writes kept in flight at once. Two keep the cluster busy
+#: while the next buffer is prepared; more measured no faster here and cost
+#: an object's memory each.
 WRITE_DEPTH = 2
-READ_DEPTH = 2
+#: Reads go in pieces of READ_PIECE bytes (never across an object), READ_DEPTH
+#: of them in flight: 8 x 1 MiB read 1.9-2.0 GB/s here with ~90 MiB peak RSS,
+#: where 2 x 8 MiB read 1.2-1.4 GB/s with ~250 MiB (fresh 8 MiB buffers cost
+#: page faults; small ones are reused by the allocator).
+READ_PIECE = 1 * MiB
+READ_DEPTH = 8
 #: An image of unknown size grows by its current size, at least this much ...
 MIN_GROWTH = 1 * GiB
 #: ... and at most this much at a time (glance_store's cap).
@@ -182,7 +187,11 @@ class RbdDriver(Driver):
                     "rados_osd_op_timeout": t,
                     # Whole images streamed in object-sized pieces gain nothing
                     # from librbd's cache; without it writes go 1.5-2x faster.
-                    "rbd_cache": "false"}
+                    "rbd_cache": "false",
+                    # librbd copies what aio_write is given before returning,
+                    # so the writer can hand it the core's buffer (Ceph's
+                    # default; set so that a ceph.conf cannot turn it off).
+                    "rbd_disable_zero_copy_writes": "true"}
         try:
             handle = self.rados.Rados(rados_id=self.user, conf=settings)
             if self.ceph_conf:
@@ -468,7 +477,12 @@ class _RbdWriter(Writer):
         n = len(data)
         if not n:
             return
-        buf = bytes(data)    # ``data`` is only ours during the call
+        # ``data`` is only ours during the call; librbd copies it before
+        # aio_write returns (rbd_disable_zero_copy_writes), and the binding
+        # takes bytes or a whole bytearray: pass the core's buffer when the
+        # view covers it, copy only a short last piece.
+        buf = data.obj if isinstance(data.obj, bytearray) and len(data.obj) == n \
+            else bytes(data)
         if self.driver.thin and buf == (self.zeros if n == len(self.zeros) else bytes(n)):
             self.offset += n
             return
@@ -608,37 +622,47 @@ def _oserror(rbd: Any, errno: int) -> BaseException:
 
 
 class _Reader:
-    """Reads object-aligned pieces with a few aio reads ahead of the consumer."""
+    """Reads aligned pieces with a few aio reads ahead of the consumer."""
 
     def __init__(self, driver: RbdDriver, image: Any, start: int, count: int) -> None:
         self.driver = driver
         self.image = image
         self.start = start
         self.count = count
-        self.pending: deque[tuple[Any, list[Any]]] = deque()
+        self.pending: deque[tuple[Any, list[Any], int]] = deque()
         self.lock = threading.Lock()
 
     def chunks(self) -> Iterator[bytes]:
         pos, end = self.start, self.start + self.count
-        size = self.driver.object_size
+        delivered = 0
         try:
-            while pos < end or self.pending:
-                if self.image is None:
-                    raise errors.BackendUnavailable("the store was closed while the image "
-                                                    "was being read", store=self.driver.store_id,
-                                                    operation="get")
-                while pos < end and len(self.pending) < READ_DEPTH:
-                    n = min(size - pos % size, end - pos)
-                    holder: list[Any] = [None]
-                    completion = self.image.aio_read(pos, n, _keeper(holder))
-                    self.pending.append((completion, holder))
-                    pos += n
-                completion, holder = self.pending.popleft()
+            while delivered < self.count:
+                with self.lock:     # close() may come from another thread
+                    if self.image is None:
+                        # Closed under the consumer (the store was closed):
+                        # the reads in flight were dropped, so stopping here
+                        # quietly would hand out a truncated image.
+                        raise errors.BackendUnavailable(
+                            "the store was closed while the image was being read",
+                            store=self.driver.store_id, operation="get")
+                    while pos < end and len(self.pending) < READ_DEPTH:
+                        n = min(READ_PIECE - pos % READ_PIECE, end - pos)
+                        holder: list[Any] = [None]
+                        completion = self.image.aio_read(pos, n, _keeper(holder))
+                        self.pending.append((completion, holder, n))
+                        pos += n
+                    completion, holder, wanted = self.pending.popleft()
                 completion.wait_for_complete_and_cb()
                 ret = completion.get_return_value()
                 if ret < 0:
                     raise self.driver._error(_oserror(self.driver.rbd, -ret), "get",
                                              "reading the image failed")
+                if ret != wanted:
+                    raise errors.BackendUnavailable(
+                        f"the image was cut short: {ret} bytes instead of {wanted} at "
+                        f"offset {self.start + delivered}", store=self.driver.store_id,
+                        operation="get")
+                delivered += wanted
                 yield holder[0]
         finally:
             self.close()
@@ -649,7 +673,7 @@ class _Reader:
             pending, self.pending = self.pending, deque()
         if image is None:
             return
-        for completion, _ in pending:
+        for completion, _, _ in pending:
             completion.wait_for_complete_and_cb()
         image.close()
 

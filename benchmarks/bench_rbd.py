@@ -43,7 +43,8 @@ GLANCE_VENV = ROOT / ".bench" / "venv-glance"     # .bench/ is git-ignored
 MiB = 1024 * 1024
 POOL, USER = "images", "glance"
 DRIVER_ALONE = "rbd driver alone, no hashing"
-WAYS = ("multistore", "glance_store", "rbd CLI", DRIVER_ALONE)
+HASH_LIMIT = "hashing limit: md5 + sha512 in 2 threads, nothing written"
+WAYS = ("multistore", "glance_store", "rbd CLI", DRIVER_ALONE, HASH_LIMIT)
 
 
 # -- workers (each runs in its own process) -----------------------------------
@@ -67,7 +68,7 @@ def worker_multistore(args: argparse.Namespace) -> dict[str, Any]:
     conf(["--config-file", str(conf_file)], project="multistore", default_config_files=[])
     with multistore.load(conf) as stores:
         driver = stores["ceph"].driver
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         if args.op == "add" and args.worker == "driver":
             # The driver alone, as the core drives it but without hashing.
             buf = memoryview(bytearray(driver.write_chunk_size))
@@ -95,7 +96,7 @@ def worker_multistore(args: argparse.Namespace) -> dict[str, Any]:
             assert n == args.size, n
             extra = {}
         seconds = time.perf_counter() - start
-    return {"seconds": seconds, **extra}
+    return {"seconds": seconds, "cpu": time.process_time() - cpu_start, **extra}
 
 
 def worker_glance(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,7 +111,7 @@ def worker_glance(args: argparse.Namespace) -> dict[str, Any]:
     multi_backend.register_store_opts(conf)
     multi_backend.create_multi_stores(conf)
     multi_backend.verify_store()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if args.op == "add":
         with open(args.file, "rb") as f:
             loc, size, md5, _, _ = multi_backend.add_with_multihash(
@@ -124,12 +125,20 @@ def worker_glance(args: argparse.Namespace) -> dict[str, Any]:
         assert n == args.size, n
         extra = {}
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, **extra}
+    return {"seconds": seconds, "cpu": time.process_time() - cpu_start, **extra}
+
+
+def worker_hash_limit(args: argparse.Namespace) -> dict[str, Any]:
+    from bench_file import hash_limit    # benchmarks/ is this script's directory
+
+    cpu_start = time.process_time()
+    seconds = hash_limit(args.file, args.size)
+    return {"seconds": seconds, "cpu": time.process_time() - cpu_start}
 
 
 def run_worker(args: argparse.Namespace) -> int:
     fn = {"multistore": worker_multistore, "driver": worker_multistore,
-          "glance": worker_glance}[args.worker]
+          "glance": worker_glance, "hashlimit": worker_hash_limit}[args.worker]
     out = fn(args)
     out["maxrss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(out))
@@ -156,7 +165,8 @@ def _python_worker(python: str, worker: str, op: str, common: list[str],
     return json.loads(line[len("RESULT "):])
 
 
-def _peak_rss_of_child(cmd: list[str], env: dict[str, str], stdout: Any) -> tuple[float, float]:
+def _run_child(cmd: list[str], env: dict[str, str], stdout: Any) -> dict[str, float]:
+    """Run a command line tool; its wall seconds, CPU seconds and peak RSS."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -164,7 +174,19 @@ def _peak_rss_of_child(cmd: list[str], env: dict[str, str], stdout: Any) -> tupl
     err = proc.stderr.read().decode() if proc.stderr else ""
     if status != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    return {"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime,
+            "maxrss_mib": usage.ru_maxrss / 1024}
+
+
+def _cluster_cpu(cluster: Any) -> float:
+    """CPU seconds used so far by the cluster's daemons (mon and OSD)."""
+    total = 0
+    for daemon in cluster.DAEMONS:
+        pid = cluster.pid(daemon)
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])      # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def ensure_glance_venv() -> str:
@@ -197,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--chunk-mib", type=int, default=8)
     p.add_argument("--tmp")
+    p.add_argument("--ways", default=",".join(WAYS),
+                   help="comma-separated subset of: " + ", ".join(WAYS))
     # worker mode
-    p.add_argument("--worker", choices=["multistore", "driver", "glance"])
+    p.add_argument("--worker", choices=["multistore", "driver", "glance", "hashlimit"])
     p.add_argument("--op", choices=["add", "get"])
     p.add_argument("--ceph-conf")
     p.add_argument("--file")
@@ -214,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="multistore-bench-rbd-"))
     cluster = harness.CephCluster(tmp / "ceph", 16795, 16796, memstore_bytes=6 * 1024 * MiB)
     size = args.size_mib * MiB
-    results: dict[str, dict[str, list[tuple[float, float]]]] = {
-        k: {"add": [], "get": []} for k in WAYS}
+    # results[way][op]: one dict per round (seconds, cpu, cluster_cpu, maxrss_mib)
+    results: dict[str, dict[str, list[dict[str, float]]]] = {
+        k: {"add": [], "get": []} for k in WAYS if k in args.ways.split(",")}
     try:
         cluster.start()
         data = tmp / "image.raw"
@@ -227,31 +252,39 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "CEPH_CONF": cluster.conf_path}
         common = ["--ceph-conf", cluster.conf_path, "--tmp", str(tmp),
                   "--chunk-mib", str(args.chunk_mib), "--size", str(size)]
+
+        def measure(way: str, op: str, run: Any, *a: Any, **kw: Any) -> dict[str, Any]:
+            before = _cluster_cpu(cluster)
+            sample: dict[str, Any] = run(*a, **kw)
+            sample["cluster_cpu"] = _cluster_cpu(cluster) - before
+            results[way][op].append(sample)
+            return sample
+
         for rnd in range(args.rounds):
             for way in results:
                 image = f"bench-{uuid.uuid4()}"
                 if way == "rbd CLI":
-                    secs, rss = _peak_rss_of_child(
-                        ["rbd", "--id", USER, "-p", POOL, "import", "--no-progress",
+                    measure(way, "add", _run_child,
+                            ["rbd", "--id", USER, "-p", POOL, "import", "--no-progress",
                          "--order", str(20 + args.chunk_mib.bit_length() - 1),
-                         str(data), image], env, subprocess.DEVNULL)
-                    results[way]["add"].append((secs, rss))
+                             str(data), image], env, subprocess.DEVNULL)
                     with open(os.devnull, "wb") as devnull:
-                        secs, rss = _peak_rss_of_child(
-                            ["rbd", "--id", USER, "-p", POOL, "export", "--no-progress",
-                             image, "-"], env, devnull)
-                    results[way]["get"].append((secs, rss))
+                        measure(way, "get", _run_child,
+                                ["rbd", "--id", USER, "-p", POOL, "export", "--no-progress",
+                                 image, "-"], env, devnull)
                     cluster.rbd("rm", "--no-progress", image)
+                    continue
+                if way == HASH_LIMIT:
+                    measure(way, "add", _python_worker, sys.executable, "hashlimit", "add",
+                            common, file=str(data))
                     continue
                 python, worker = {"multistore": (sys.executable, "multistore"),
                                   DRIVER_ALONE: (sys.executable, "driver"),
                                   "glance_store": (glance_python, "glance")}[way]
-                added = _python_worker(python, worker, "add", common, file=str(data),
-                                       image=image)
-                results[way]["add"].append((added["seconds"], added["maxrss_mib"]))
-                got = _python_worker(python, worker, "get", common,
-                                     location=added["location"])
-                results[way]["get"].append((got["seconds"], got["maxrss_mib"]))
+                added = measure(way, "add", _python_worker, python, worker, "add", common,
+                                file=str(data), image=image)
+                measure(way, "get", _python_worker, python, worker, "get", common,
+                        location=added["location"])
                 cluster.rbd("snap", "unprotect", f"{image}@snap")
                 cluster.rbd("snap", "purge", "--no-progress", image)
                 cluster.rbd("rm", "--no-progress", image)
@@ -259,29 +292,59 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         cluster.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    report(results, args, size)
+    return 0
 
-    def mbps(samples: list[tuple[float, float]]) -> float:
-        return size / 1e6 / statistics.median(s for s, _ in samples)
 
-    def rss(samples: list[tuple[float, float]]) -> float:
-        return max(r for _, r in samples)
+def report(results: dict[str, dict[str, list[dict[str, float]]]],
+           args: argparse.Namespace, size: int) -> None:
+    gib = size / (1024 * MiB)
+
+    def median(way: str, op: str, key: str) -> float:
+        return statistics.median(s[key] for s in results[way][op])
+
+    def mbps(way: str, op: str) -> float:
+        return size / 1e6 / median(way, op, "seconds")
+
+    def cpu_per_gib(way: str, op: str) -> float:
+        return (median(way, op, "cpu") + median(way, op, "cluster_cpu")) / gib
+
+    def cells(way: str, op: str) -> tuple[str, str, str]:
+        if not results[way][op]:
+            return "-", "-", "-"
+        return (f"{mbps(way, op):.0f}",
+                f"{median(way, op, 'cpu') / gib:.1f} + "
+                f"{median(way, op, 'cluster_cpu') / gib:.1f}",
+                f"{max(s['maxrss_mib'] for s in results[way][op]):.0f}")
 
     print(f"\n{args.size_mib} MiB image, rbd_store_chunk_size {args.chunk_mib} MiB, "
-          f"memstore OSD, medians of {args.rounds} rounds (MB/s = 10^6 bytes/s)\n")
-    print("| way | add MB/s | get MB/s | peak RSS add (MiB) | peak RSS get (MiB) |")
-    print("|---|---|---|---|---|")
-    for way, r in results.items():
-        print(f"| {way} | {mbps(r['add']):.0f} | {mbps(r['get']):.0f} | "
-              f"{rss(r['add']):.0f} | {rss(r['get']):.0f} |")
-    m, g, c, d = (results[k] for k in WAYS)
-    print(f"\nadd: multistore / glance_store = {mbps(m['add']) / mbps(g['add']):.2f}x "
+          f"memstore OSD, medians of {args.rounds} rounds (MB/s = 10^6 bytes/s; CPU = "
+          f"CPU seconds per GiB, client + Ceph daemons)\n")
+    print("| way | add MB/s | get MB/s | add CPU s/GiB | get CPU s/GiB "
+          "| peak RSS add (MiB) | peak RSS get (MiB) |")
+    print("|---|---|---|---|---|---|---|")
+    for way in results:
+        (am, ac, ar), (gm, gc, gr) = cells(way, "add"), cells(way, "get")
+        print(f"| {way} | {am} | {gm} | {ac} | {gc} | {ar} | {gr} |")
+    if len(results) < len(WAYS):
+        return          # the ratios below need every way
+    m, g, c, d, h = WAYS
+    print(f"\nadd: multistore / glance_store = {mbps(m, 'add') / mbps(g, 'add'):.2f}x "
           f"(target >= 1.5x); multistore / rbd import = "
-          f"{mbps(m['add']) / mbps(c['add']):.0%} (target >= 80%)")
+          f"{mbps(m, 'add') / mbps(c, 'add'):.0%} (target >= 80%)")
     print(f"add, driver alone (no md5/sha512) / rbd import = "
-          f"{mbps(d['add']) / mbps(c['add']):.0%}")
-    print(f"get: multistore / glance_store = {mbps(m['get']) / mbps(g['get']):.2f}x; "
-          f"multistore / rbd export = {mbps(m['get']) / mbps(c['get']):.0%} (target >= 100%)")
-    return 0
+          f"{mbps(d, 'add') / mbps(c, 'add'):.0%}")
+    # What two cores allow: an add that hashes needs the hashing's CPU plus
+    # the driver's and the cluster's; their sum per GiB bounds its speed.
+    cores = os.cpu_count() or 1
+    need = cpu_per_gib(h, "add") + cpu_per_gib(d, "add")
+    bound = cores * 1024 * MiB / 1e6 / need
+    print(f"add, CPU bound on {cores} cores: hashing {cpu_per_gib(h, 'add'):.1f} + driver and "
+          f"Ceph {cpu_per_gib(d, 'add'):.1f} CPU s/GiB -> at most {bound:.0f} MB/s = "
+          f"{bound / mbps(c, 'add'):.0%} of rbd import; multistore reached "
+          f"{mbps(m, 'add') / bound:.0%} of that bound")
+    print(f"get: multistore / glance_store = {mbps(m, 'get') / mbps(g, 'get'):.2f}x; "
+          f"multistore / rbd export = {mbps(m, 'get') / mbps(c, 'get'):.0%} (target >= 100%)")
 
 
 if __name__ == "__main__":

@@ -39,12 +39,15 @@ The server is started by :meth:`Nginx.start` and stopped by its PID.
 from __future__ import annotations
 
 import os
+import runpy
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import types
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 USER = "glance"
@@ -169,7 +172,7 @@ class Nginx:
         self.binary = binary
         for sub in ("www/images", "tmp"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        self._make_certificates()
+        _tls().make_certificates(self.root)
         (self.root / "htpasswd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
         user = "user root root;" if os.geteuid() == 0 else ""
         (self.root / "nginx.conf").write_text(_CONF.format(
@@ -177,26 +180,6 @@ class Nginx:
             https_port=self.https_port, proxy_port=self.proxy_port,
             statuses="\n".join(f"        location = /status/{code} {{ return {code}; }}"
                                 for code in STATUSES)))
-
-    def _make_certificates(self) -> None:
-        r = self.root
-        ext = r / "server.ext"
-        ext.write_text("basicConstraints = critical, CA:FALSE\n"
-                       "keyUsage = critical, digitalSignature, keyEncipherment\n"
-                       "extendedKeyUsage = serverAuth\n"
-                       "subjectAltName = IP:127.0.0.1, DNS:localhost\n"
-                       "subjectKeyIdentifier = hash\n"
-                       "authorityKeyIdentifier = keyid, issuer\n")
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        _openssl("req", "-x509", *ec, "-keyout", r / "ca.key", "-out", r / "ca.pem",
-                 "-days", "3", "-subj", "/CN=multistore test CA",
-                 "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-        _openssl("req", *ec, "-keyout", r / "server.key", "-out", r / "server.csr",
-                 "-subj", "/CN=127.0.0.1")
-        _openssl("x509", "-req", "-in", r / "server.csr", "-CA", r / "ca.pem",
-                 "-CAkey", r / "ca.key", "-CAcreateserial", "-out", r / "server.pem",
-                 "-days", "3", "-extfile", ext)
 
     # -- life cycle ------------------------------------------------------
 
@@ -286,8 +269,6 @@ class Nginx:
         return path.read_text().splitlines() if path.exists() else []
 
 
-def _openssl(*args: object) -> None:
-    command = ["openssl", *map(str, args)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise NginxError(f"{' '.join(command)} failed:\n{done.stderr}")
+def _tls() -> Any:
+    """tests/backends/tls.py (the test CA), by path: tests/ is not a package."""
+    return types.SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("tls.py"))))

@@ -22,15 +22,20 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import runpy
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import types
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+
 
 SWIFT_VERSION = "2.38.3"
 DEFAULT_VENV = "/opt/multistore-swift-venv"
@@ -263,6 +268,7 @@ class SwiftAIO:
         # (its token cache lives in it).
         self.workers = workers
         self.pids: dict[str, int] = {}
+        self.ca_file: Path | None = None     # set by start_tls_proxy
 
     @property
     def url(self) -> str:
@@ -294,14 +300,9 @@ class SwiftAIO:
                 port=self.ports[kind], user=user, workers=self.workers, etc=etc,
                 devices=devices, kind=kind,
                 extra=EXTRA_SECTIONS[kind]))
-        users = "\n".join(
-            f"user_{u.replace(':', '_')} = {key} {groups}".rstrip()
-            for u, (key, groups) in self._user_specs.items())
         (etc / "proxy-server.conf").write_text(PROXY_CONF.format(
-            port=self.ports["proxy"], user=user, workers=0, etc=etc, users=users,
-            auth=self.auth_filter, extra=self.proxy_extra,
-            filters="\n".join(f"[filter:{f if f in DASHLESS else f.replace('_', '-')}]\n"
-                              f"use = egg:swift#{f}" for f in PLAIN_FILTERS)))
+            port=self.ports["proxy"], user=user, workers=0, etc=etc, users=self._users(),
+            auth=self.auth_filter, extra=self.proxy_extra, filters=self._plain_filters()))
 
     def start(self, timeout: float = 60.0) -> None:
         venv = ensure_venv()
@@ -334,32 +335,68 @@ class SwiftAIO:
                              timeout: float = 60.0) -> str:
         """A second proxy on the same servers, authenticating with Keystone
         (authtoken + keystoneauth): returns its URL."""
-        venv = ensure_venv()
         port = port or self.ports["proxy"] + 4
-        self.ports["proxy-keystone"] = port
-        etc = self.dir / "etc"
-        (etc / "proxy-keystone-server.conf").write_text(PROXY_CONF.format(
-            port=port, user=_user_name(), workers=self.workers, etc=etc, users="",
-            auth="authtoken keystoneauth",
+        conf = PROXY_CONF.format(
+            port=port, user=_user_name(), workers=self.workers, etc=self.dir / "etc",
+            users="", auth="authtoken keystoneauth",
             extra=KEYSTONE_PROXY_FILTERS.format(keystone=keystone.url,
                                                 admin_password=keystone.ADMIN_PASSWORD),
-            filters="\n".join(f"[filter:{f if f in DASHLESS else f.replace('_', '-')}]\n"
-                              f"use = egg:swift#{f}" for f in PLAIN_FILTERS)))
+            filters=self._plain_filters())
+        return self._start_proxy("proxy-keystone", port, conf, timeout)
+
+    def start_tls_proxy(self, port: int | None = None, timeout: float = 60.0) -> str:
+        """A second tempauth proxy on the same servers that speaks only
+        HTTPS, with a certificate from a throw-away CA (``self.ca_file``);
+        tempauth hands out https storage URLs on it. Returns its URL."""
+        port = port or self.ports["proxy"] + 5
+        tls = self.dir / "tls"
+        tls.mkdir(exist_ok=True)
+        _tls().make_certificates(tls)
+        self.ca_file = tls / "ca.pem"
+        conf = PROXY_CONF.format(
+            port=port, user=_user_name(), workers=0, etc=self.dir / "etc", users=self._users(),
+            auth=self.auth_filter, extra=self.proxy_extra, filters=self._plain_filters())
+        conf = conf.replace("[DEFAULT]\n", f"[DEFAULT]\ncert_file = {tls / 'server.pem'}\n"
+                                            f"key_file = {tls / 'server.key'}\n", 1)
+        return self._start_proxy("proxy-tls", port, conf, timeout, scheme="https")
+
+    def _users(self) -> str:
+        """tempauth's user lines."""
+        return "\n".join(f"user_{u.replace(':', '_')} = {key} {groups}".rstrip()
+                         for u, (key, groups) in self._user_specs.items())
+
+    @staticmethod
+    def _plain_filters() -> str:
+        return "\n".join(f"[filter:{f if f in DASHLESS else f.replace('_', '-')}]\n"
+                         f"use = egg:swift#{f}" for f in PLAIN_FILTERS)
+
+    def _start_proxy(self, name: str, port: int, conf: str, timeout: float,
+                     scheme: str = "http") -> str:
+        """Start one more proxy server from ``conf``; its URL once it answers."""
+        venv = ensure_venv()
+        if _port_open(port):
+            raise RuntimeError(f"port {port} is already in use on 127.0.0.1")
+        self.ports[name] = port
+        conf_path = self.dir / "etc" / f"{name}-server.conf"
+        conf_path.write_text(conf)
         env = dict(os.environ, PYTHONPATH=str(self.dir / "lib"))
-        log = open(self.dir / "log" / "proxy-keystone.log", "ab")
+        log = open(self.dir / "log" / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            [str(venv / "bin" / "swift-proxy-server"), str(etc / "proxy-keystone-server.conf"),
-             "--verbose"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [str(venv / "bin" / "swift-proxy-server"), str(conf_path), "--verbose"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, start_new_session=True)
         log.close()
-        self.pids["proxy-keystone"] = proc.pid
-        url = f"http://127.0.0.1:{port}"
+        self.pids[name] = proc.pid
+        url = f"{scheme}://127.0.0.1:{port}"
+        context = ssl.create_default_context(cafile=str(self.ca_file)) \
+            if scheme == "https" else None
         deadline = time.monotonic() + timeout
         while True:
             if not _alive(proc.pid):
-                raise RuntimeError("keystone proxy exited:\n" + self.log_tail("proxy-keystone"))
+                raise RuntimeError(f"{name} exited:\n" + self.log_tail(name))
             try:
-                with urllib.request.urlopen(f"{url}/healthcheck", timeout=5):
+                with urllib.request.urlopen(f"{url}/healthcheck", timeout=5,
+                                            context=context):
                     return url
             except (OSError, urllib.error.URLError):
                 if time.monotonic() > deadline:
@@ -653,3 +690,8 @@ if __name__ == "__main__":   # manual use: python tests/backends/swift.py DIR
         pass
     finally:
         aio.stop()
+
+
+def _tls() -> Any:
+    """tests/backends/tls.py (the test CA), by path: tests/ is not a package."""
+    return types.SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("tls.py"))))

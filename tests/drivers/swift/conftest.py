@@ -12,6 +12,7 @@ import pytest
 
 import multistore
 from multistore.testing import make_conf
+from swift_refs import tempauth_ref, write_refs
 import contextlib
 
 _HARNESS = pathlib.Path(__file__).resolve().parents[2] / "backends" / "swift.py"
@@ -29,7 +30,6 @@ harness = _load_harness()
 
 #: Ports 16000-16099 belong to these tests: proxy, container, account, object.
 BASE_PORT = int(os.environ.get("MULTISTORE_SWIFT_PORT", "16000"))
-MB = 1000 * 1024    # glance_store's "MB"
 
 
 @pytest.fixture(scope="session")
@@ -42,20 +42,11 @@ def swift_server(tmp_path_factory):
         server.stop()
 
 
-def write_refs(path, refs):
-    """A glance ``swift_store_config_file`` from {name: {key: value}}."""
-    lines = []
-    for name, values in refs.items():
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {v}" for k, v in values.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
-    return path
-
-
-def tempauth_ref(server, user="test:tester", **extra):
-    return {"auth_address": server.auth_url, "user": user,
-            "key": server.users[user], "auth_version": "1", **extra}
+@pytest.fixture(scope="session")
+def swift_tls_url(swift_server):
+    """An HTTPS-only tempauth proxy on the same servers (port base + 5);
+    its CA is ``swift_server.ca_file``."""
+    return swift_server.start_tls_proxy(BASE_PORT + 5)
 
 
 @pytest.fixture

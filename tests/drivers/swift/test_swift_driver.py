@@ -15,7 +15,7 @@ import multistore
 from multistore import errors
 from multistore.testing import Generated, make_conf, random_bytes
 
-from conftest import MB, tempauth_ref, write_refs
+from swift_refs import MB, tempauth_ref, write_refs
 
 
 def new_id():
@@ -196,6 +196,64 @@ def test_dead_server_is_backend_unavailable_quickly(tmp_path):
         with pytest.raises(errors.BackendUnavailable):
             stores.get_size(f"swift+config://ref1/glance/{new_id()}")
         assert time.monotonic() - started < 10
+
+
+# -- TLS -----------------------------------------------------------------------
+
+@pytest.fixture
+def make_tls_stores(swift_server, swift_tls_url, tmp_path):
+    """Stores whose reference authenticates over HTTPS (tempauth hands out
+    https storage URLs there), with the TLS options given."""
+    refs = write_refs(tmp_path / "tls-refs.conf", {"tls": {
+        "auth_address": f"{swift_tls_url}/auth/v1.0", "user": "test:tester",
+        "key": swift_server.users["test:tester"], "auth_version": "1"}})
+
+    def make(**tls_options):
+        conf = make_conf({"DEFAULT": {"enabled_backends": {"s": "swift"}},
+                          "glance_store": {"default_backend": "s"},
+                          "s": {"swift_store_config_file": refs,
+                                "default_swift_reference": "tls",
+                                "swift_store_container": "tls",
+                                "swift_store_create_container_on_put": True,
+                                "swift_store_large_object_size": 1,
+                                "swift_store_large_object_chunk_size": 1,
+                                "swift_store_retries": 0, **tls_options}}, tmp_path)
+        return multistore.load(conf)
+    return make
+
+
+def test_tls_with_the_servers_ca(make_tls_stores, swift_server, swift_conn):
+    data = random_bytes(3 * MB + 5, seed=41)        # segmented, over TLS
+    with make_tls_stores(swift_store_cacert=swift_server.ca_file) as stores:
+        result = stores.add(new_id(), data, len(data))
+        assert result.location.startswith("swift+config://tls/tls/")
+        # The data went through the HTTPS proxy (tempauth's storage URL there is https).
+        name = result.location.rsplit("/", 1)[1]
+        assert f"PUT /v1/AUTH_test/tls/{name}" in swift_server.log_tail("proxy-tls", 500)
+        assert read(stores, result.location) == data
+        assert read(stores, result.location, offset=MB - 3, length=7) == data[MB - 3:MB + 4]
+        assert name in listing(swift_conn, "tls")        # the same account, via plain http
+        stores.delete(result.location)
+        assert not [o for o in listing(swift_conn, "tls") if o.startswith(name)]
+
+
+def test_tls_certificate_of_an_unknown_ca_is_refused(make_tls_stores, swift_conn):
+    image_id = new_id()
+    with make_tls_stores() as stores:                # verified against the system CAs
+        with pytest.raises(errors.BackendUnavailable) as info:
+            stores.add(image_id, b"x" * 100, 100)
+        assert info.value.store == "s" and info.value.operation == "add"
+        assert "certificate" in str(info.value).lower()
+        assert "testing" not in str(info.value)      # tester's key
+    assert not [o for o in listing(swift_conn, "tls") if o.startswith(image_id)]
+
+
+def test_tls_insecure_skips_the_check(make_tls_stores):
+    with make_tls_stores(swift_store_auth_insecure=True) as stores, \
+            pytest.warns(Warning, match="Unverified HTTPS request"):   # urllib3 says so
+        result = stores.add(new_id(), b"y" * 100, 100)
+        assert read(stores, result.location) == b"y" * 100
+        stores.delete(result.location)
 
 
 # -- references ----------------------------------------------------------------

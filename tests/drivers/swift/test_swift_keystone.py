@@ -12,7 +12,7 @@ import multistore
 from multistore import errors
 from multistore.testing import make_conf, random_bytes
 
-from conftest import MB, write_refs
+from swift_refs import MB, write_refs
 
 
 def read(stores, location, **kwargs):

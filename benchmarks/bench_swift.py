@@ -30,6 +30,7 @@ import json
 import os
 import pathlib
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -77,7 +78,7 @@ def data():
         left -= n
 with multistore.load(conf) as stores:
     location = f"swift+config://ks/bench_ms/{image_id}"
-    t = time.monotonic()
+    t, cpu = time.monotonic(), time.process_time()
     if op == "add":
         r = stores.add(image_id, data(), size)
         assert r.size == size
@@ -89,7 +90,7 @@ with multistore.load(conf) as stores:
         assert n == size, n
     else:
         stores.delete(location)
-    print(json.dumps({"seconds": time.monotonic() - t}))
+    print(json.dumps({"seconds": time.monotonic() - t, "cpu": time.process_time() - cpu}))
 """.replace("BLOCK_SIZE", str(BLOCK))
 
 GLANCE_WORKER = """
@@ -140,7 +141,7 @@ class Source:
         return b"".join(parts)
 
 location = f"swift+config://ks/bench_gs/{image_id}"
-t = time.monotonic()
+t, cpu = time.monotonic(), time.process_time()
 if op == "add":
     # Size 0 ("unknown", what glance passes for a chunked upload): with the
     # size given, glance_store announces a full chunk_size for the last,
@@ -157,7 +158,7 @@ elif op == "get":
     assert n == size, n
 else:
     multi_backend.delete(location, "swift1")
-print(json.dumps({"seconds": time.monotonic() - t}))
+print(json.dumps({"seconds": time.monotonic() - t, "cpu": time.process_time() - cpu}))
 """.replace("BLOCK_SIZE", str(BLOCK))
 
 
@@ -182,7 +183,7 @@ def ensure_glance_venv() -> pathlib.Path:
 
 
 def run(argv, *, stdin=None, env=None, stdout=subprocess.PIPE):
-    """Run a process; (its stdout, wall seconds, its peak RSS in MiB)."""
+    """Run a process; (its stdout, wall seconds, CPU seconds, peak RSS in MiB)."""
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE, env=env)
     out = proc.stdout.read() if stdout == subprocess.PIPE else b""
@@ -192,15 +193,32 @@ def run(argv, *, stdin=None, env=None, stdout=subprocess.PIPE):
     wall = time.monotonic() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{argv[:3]} failed ({proc.returncode}): {err.decode()[-2000:]}")
-    print(f"    {os.path.basename(argv[0])} {argv[3] if len(argv) > 3 else ''}: wall {wall:.1f} s, "
-          f"cpu {usage.ru_utime + usage.ru_stime:.1f} s", file=sys.stderr)
-    return out, wall, usage.ru_maxrss / 1024
+    return out, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def group_cpu(pgids: set[int]) -> float:
+    """CPU seconds used so far by every live process in these process groups
+    (the servers and the workers they fork)."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids:            # pgrp
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mib", default="1024,4096")
-    parser.add_argument("--concurrency", default="1,3",
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds, tools interleaved (reversed every other round)")
+    parser.add_argument("--concurrency", default="1",
                         help="multistore's swift_store_segment_concurrency values to run "
                              "(1: streamed segments, >1: buffered, uploaded in parallel)")
     parser.add_argument("--workers", type=int, default=2,
@@ -222,11 +240,13 @@ def main() -> int:
                                          if (ROOT / ".bench").exists() else None))
     swift = harness.SwiftAIO(work / "swift", 16000, workers=args.workers)
     keystone = harness.KeystoneServer(work / "keystone", 16010)
-    rows: list[dict] = []
+    # samples[(size, tool, op)] = [{"seconds", "cpu", "server_cpu", "rss"}, ...]
+    samples: dict[tuple[int, str, str], list[dict[str, float]]] = {}
     try:
         swift.start()
         keystone.start("http://127.0.0.1:16004")
         proxy = swift.start_keystone_proxy(keystone, 16004)
+        servers = {*swift.pids.values(), keystone.pid}   # each leads its process group
         refs = work / "glance-swift-store.conf"
         refs.write_text(textwrap.dedent(f"""\
             [ks]
@@ -240,50 +260,50 @@ def main() -> int:
         storage_url = f"{proxy}/v1/AUTH_{keystone.project_ids['demo']}"
         swift_bin = str(pathlib.Path(sys.executable).parent / "swift")
         generator = [sys.executable, "-c", GENERATOR]
-        for size in sizes:
-            for tool in tools:
-                image_id = str(uuid.uuid4())
-                conf_dir = work / f"conf-{image_id}"
-                conf_dir.mkdir()
-                result = {"size": size, "tool": tool}
-                for op in ("add", "get", "delete"):
-                    if tool.startswith("multistore"):
-                        out, wall, rss = run([sys.executable, "-c", MULTISTORE_WORKER, op,
-                                              str(conf_dir), str(refs), image_id, str(size),
-                                              tool.partition("c=")[2]])
-                        seconds = json.loads(out)["seconds"]
-                    elif tool == "glance_store":
-                        out, wall, rss = run([str(glance_python), "-c", GLANCE_WORKER, op,
-                                              str(conf_dir), str(refs), image_id, str(size)])
-                        seconds = json.loads(out)["seconds"]
-                    else:
-                        token = keystone.token("demo", keystone.USERS["demo"])
-                        base = [swift_bin, "--os-auth-token", token,
-                                "--os-storage-url", storage_url]
-                        if op == "add":
-                            gen = subprocess.Popen(generator + [str(size)],
-                                                   stdout=subprocess.PIPE)
-                            _, wall, rss = run(base + ["upload", "bench_cli", "-",
+
+        def one(size: int, tool: str, op: str, image_id: str, conf_dir: pathlib.Path) -> None:
+            before = group_cpu(servers)
+            if tool.startswith("multistore") or tool == "glance_store":
+                worker = [sys.executable, "-c", MULTISTORE_WORKER] \
+                    if tool.startswith("multistore") else [str(glance_python), "-c", GLANCE_WORKER]
+                extra = [tool.partition("c=")[2]] if tool.startswith("multistore") else []
+                out, _, _, rss = run(worker + [op, str(conf_dir), str(refs), image_id,
+                                               str(size), *extra])
+                timed = json.loads(out)
+                seconds, cpu = timed["seconds"], timed["cpu"]
+            else:
+                token = keystone.token("demo", keystone.USERS["demo"])
+                base = [swift_bin, "--os-auth-token", token, "--os-storage-url", storage_url]
+                if op == "add":
+                    gen = subprocess.Popen(generator + [str(size)], stdout=subprocess.PIPE)
+                    _, seconds, cpu, rss = run(base + ["upload", "bench_cli", "-",
                                                        "--object-name", image_id,
                                                        "--segment-size", str(SEGMENT),
                                                        "--use-slo"], stdin=gen.stdout)
-                            gen.wait()
-                        elif op == "get":
-                            with open(os.devnull, "wb") as null:
-                                _, wall, rss = run(base + ["download", "bench_cli", image_id,
+                    gen.wait()
+                elif op == "get":
+                    with open(os.devnull, "wb") as null:
+                        _, seconds, cpu, rss = run(base + ["download", "bench_cli", image_id,
                                                            "-o", "-"], stdout=null)
-                        else:
-                            _, wall, rss = run(base + ["delete", "bench_cli", image_id])
-                        seconds = wall
-                    result[op] = (seconds, rss)
-                shutil.rmtree(conf_dir, ignore_errors=True)
-                rows.append(result)
-                add_s, add_rss = result["add"]
-                get_s, get_rss = result["get"]
-                print(f"{size // MiB} MiB {tool}: add {size / add_s / 1e6:.0f} MB/s "
-                      f"({add_rss:.0f} MiB RSS), get {size / get_s / 1e6:.0f} MB/s "
-                      f"({get_rss:.0f} MiB RSS); object-server disk now "
-                      f"{swift.disk_usage() // MiB} MiB", flush=True)
+                else:
+                    _, seconds, cpu, rss = run(base + ["delete", "bench_cli", image_id])
+            samples.setdefault((size, tool, op), []).append(
+                {"seconds": seconds, "cpu": cpu, "server_cpu": group_cpu(servers) - before,
+                 "rss": rss})
+
+        for rnd in range(args.rounds):
+            for size in sizes:
+                for tool in (tools if rnd % 2 == 0 else tools[::-1]):
+                    image_id = str(uuid.uuid4())
+                    conf_dir = work / f"conf-{image_id}"
+                    conf_dir.mkdir()
+                    for op in ("add", "get", "delete"):
+                        one(size, tool, op, image_id, conf_dir)
+                    shutil.rmtree(conf_dir, ignore_errors=True)
+                    add = samples[(size, tool, "add")][-1]
+                    print(f"round {rnd + 1}: {size // MiB} MiB {tool}: add "
+                          f"{size / add['seconds'] / 1e6:.0f} MB/s; object-server disk now "
+                          f"{swift.disk_usage() // MiB} MiB", file=sys.stderr, flush=True)
     except Exception:
         print(swift.log_tail("proxy-keystone", 30), file=sys.stderr)
         raise
@@ -291,23 +311,69 @@ def main() -> int:
         swift.stop()
         keystone.stop()
         shutil.rmtree(work, ignore_errors=True)
-
-    print()
-    print("| size | tool | add MB/s | add peak RSS MiB | get MB/s | get peak RSS MiB |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        (add_s, add_rss), (get_s, get_rss) = r["add"], r["get"]
-        print(f"| {r['size'] // MiB} MiB | {r['tool']} | {r['size'] / add_s / 1e6:.0f} | "
-              f"{add_rss:.0f} | {r['size'] / get_s / 1e6:.0f} | {get_rss:.0f} |")
-    by = {(r["size"], r["tool"]): r for r in rows}
-    for size in sizes:
-        gs = by.get((size, "glance_store"))
-        for tool in tools:
-            ms = by.get((size, tool))
-            if ms and gs and tool.startswith("multistore"):
-                print(f"{size // MiB} MiB: {tool} add is {gs['add'][0] / ms['add'][0]:.2f}x "
-                      f"glance_store, get {gs['get'][0] / ms['get'][0]:.2f}x")
+    report(samples, sizes, tools, args.rounds, hash_cpu_per_gib())
     return 0
+
+
+def hash_cpu_per_gib() -> float:
+    """CPU seconds md5 + sha512 take per GiB here (bench_file's hashing limit)."""
+    from bench_file import hash_limit    # benchmarks/ is this script's directory
+
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(os.urandom(16 * MiB))
+        f.flush()
+        start = time.process_time()
+        hash_limit(f.name, 1024 * MiB)
+        return time.process_time() - start
+
+
+def report(samples: dict[tuple[int, str, str], list[dict[str, float]]],
+           sizes: list[int], tools: list[str], rounds: int, hashing: float) -> None:
+    def med(size: int, tool: str, op: str, key: str) -> float:
+        return statistics.median(x[key] for x in samples[(size, tool, op)])
+
+    def mbps(size: int, tool: str, op: str) -> float:
+        return size / 1e6 / med(size, tool, op, "seconds")
+
+    def cpu(size: int, tool: str, op: str) -> str:
+        gib = size / (1024 * MiB)
+        return (f"{med(size, tool, op, 'cpu') / gib:.1f} + "
+                f"{med(size, tool, op, 'server_cpu') / gib:.1f}")
+
+    print(f"\nMedians of {rounds} rounds; MB/s = 10^6 bytes/s; CPU = CPU seconds per GiB, "
+          f"client + Swift/Keystone servers; RSS = the client's peak, max of the rounds.\n")
+    print("| size | tool | add MB/s | get MB/s | add CPU s/GiB | get CPU s/GiB "
+          "| add peak RSS MiB | get peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        for tool in tools:
+            rss = [max(x["rss"] for x in samples[(size, tool, op)]) for op in ("add", "get")]
+            print(f"| {size // MiB} MiB | {tool} | {mbps(size, tool, 'add'):.0f} | "
+                  f"{mbps(size, tool, 'get'):.0f} | {cpu(size, tool, 'add')} | "
+                  f"{cpu(size, tool, 'get')} | {rss[0]:.0f} | {rss[1]:.0f} |")
+    print()
+    cores = os.cpu_count() or 1
+    for size in sizes:
+        for tool in tools:
+            if not tool.startswith("multistore") or "glance_store" not in tools:
+                continue
+            ratios = [g["seconds"] / m["seconds"] for m, g in
+                      zip(samples[(size, tool, "add")],
+                          samples[(size, "glance_store", "add")], strict=True)]
+            # Any add that hashes spends the hashing's CPU plus what the
+            # servers spend on the bytes (the least of the three tools):
+            # their sum per GiB bounds its speed on this machine's cores.
+            gib = size / (1024 * MiB)
+            servers = min(med(size, t, "add", "server_cpu") for t in tools) / gib
+            bound = cores * 1024 * MiB / 1e6 / (hashing + servers)
+            print(f"{size // MiB} MiB: {tool} add / glance_store add = "
+                  f"{statistics.median(ratios):.2f}x (per round: "
+                  f"{', '.join(f'{r:.2f}' for r in ratios)}; target >= 1.5x); "
+                  f"get {mbps(size, tool, 'get') / mbps(size, 'glance_store', 'get'):.2f}x")
+            print(f"    CPU bound on {cores} cores: md5 + sha512 {hashing:.1f} + Swift servers "
+                  f"{servers:.1f} CPU s/GiB (a client doing nothing but hash) -> at most "
+                  f"{bound:.0f} MB/s = {bound / mbps(size, 'glance_store', 'add'):.2f}x "
+                  f"glance_store; {tool} reached {mbps(size, tool, 'add') / bound:.0%} of it")
 
 
 if __name__ == "__main__":

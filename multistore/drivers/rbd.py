@@ -57,6 +57,9 @@ WRITE_DEPTH = 2
 #: page faults; small ones are reused by the allocator).
 READ_PIECE = 1 * MiB
 READ_DEPTH = 8
+#: Failed attempts at removing a partial image, while the cluster answers,
+#: after which the store opens a new session (see RbdDriver._renew_session).
+RENEW_AFTER = 3
 #: An image of unknown size grows by its current size, at least this much ...
 MIN_GROWTH = 1 * GiB
 #: ... and at most this much at a time (glance_store's cap).
@@ -160,6 +163,9 @@ class RbdDriver(Driver):
         self._cluster: Any = None
         self._ioctx: Any = None
         self._leftovers: dict[str, _RbdWriter | None] = {}
+        # Sessions replaced by _renew_session, shut down at close().
+        self._dead: list[Any] = []
+        self._cleanup_failures = 0
         # Readers still open: closed before the connection, which they use.
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
 
@@ -264,18 +270,39 @@ class RbdDriver(Driver):
             self._clean_leftovers(ioctx)
         return ioctx
 
+    def _renew_session(self, ioctx: Any) -> None:
+        """Connect afresh at the next operation (the current handle is kept,
+        for calls still using it, and shut down at close()).
+
+        After the cluster has been away mid-write, the old session can stay
+        unable to remove the partial image for good (librbd answers "busy",
+        or ESHUTDOWN on opening it), while a new session removes it at once.
+        """
+        with self._lock:
+            if self._ioctx is not ioctx:
+                return
+            self._dead.append((self._ioctx, self._cluster))
+            self._ioctx = self._cluster = None
+        LOG.warning("store %s: renewing the Ceph session to remove partial images",
+                    self.store_id)
+
     def close(self) -> None:
         for reader in list(self._readers):
             reader.close()
         with self._lock:
             ioctx, cluster = self._ioctx, self._cluster
             self._ioctx = self._cluster = None
+            dead, self._dead = self._dead, []
         if ioctx is not None:
             if self._leftovers:
                 self._clean_leftovers(ioctx)
             ioctx.close()
         if cluster is not None:
             cluster.shutdown()
+        for old_ioctx, old_cluster in dead:
+            with contextlib.suppress(Exception):
+                old_ioctx.close()
+                old_cluster.shutdown()
 
     def _error(self, exc: BaseException, operation: str, what: str) -> errors.MultistoreError:
         """A Ceph exception as a multistore error naming the store."""
@@ -410,6 +437,7 @@ class RbdDriver(Driver):
     def _clean_leftovers(self, ioctx: Any) -> None:
         with self._lock:
             leftovers = sorted(self._leftovers.items())
+        failures = 0
         for name, writer in leftovers:
             if writer is not None:
                 if not writer._wait(self.timeout):
@@ -429,11 +457,21 @@ class RbdDriver(Driver):
             except errors.MultistoreError as exc:
                 LOG.warning("store %s: partial image %r still cannot be removed: %s",
                             self.store_id, name, exc)
+                if isinstance(exc, (errors.InUse, errors.BackendUnavailable)):
+                    failures += 1
                 continue
             LOG.info("store %s: removed partial image %r left by a failed add",
                      self.store_id, name)
             with self._lock:
                 self._leftovers.pop(name, None)
+        if failures:
+            with self._lock:
+                self._cleanup_failures += 1
+                renew = self._cleanup_failures >= RENEW_AFTER
+                if renew:
+                    self._cleanup_failures = 0
+            if renew:
+                self._renew_session(ioctx)
 
 
 class _RbdWriter(Writer):

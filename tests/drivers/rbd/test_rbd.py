@@ -442,6 +442,35 @@ def test_cluster_going_away_mid_upload(ceph_a, make_rbd_stores):
         assert not [o for o in ceph_a.objects() if image_id in o]
 
 
+def test_a_session_that_cannot_remove_a_partial_image_is_renewed(stores, ceph_a,
+                                                                 monkeypatch):
+    """After an outage the old session may answer "busy" for good (the test
+    above meets it about one run in three): forced here, the store must
+    remove the leftover through a new session and keep working."""
+    driver = stores["ceph"].driver
+    leftover = new_id()
+    ceph_a.rbd("create", "--size", "4M", leftover)   # as a failed add leaves it
+    driver._leftovers[leftover] = None
+    real_remove = driver._remove
+    sessions: list[Any] = []
+
+    def busy_in_the_old_session(ioctx, name, snap, operation):
+        sessions.append(ioctx)
+        if ioctx is sessions[0]:
+            raise errors.InUse("RBD image is busy (injected)", store="ceph",
+                               operation=operation)
+        return real_remove(ioctx, name, snap, operation)
+
+    monkeypatch.setattr(driver, "_remove", busy_in_the_old_session)
+    added = [stores.add(new_id(), b"k" * 10, 10) for _ in range(rbd_driver.RENEW_AFTER + 1)]
+    assert sessions[:rbd_driver.RENEW_AFTER] == [sessions[0]] * rbd_driver.RENEW_AFTER
+    assert len(sessions) == rbd_driver.RENEW_AFTER + 1 and sessions[-1] is not sessions[0]
+    assert not driver._leftovers and leftover not in ceph_a.images()
+    for result in added:
+        assert read(stores, result.location) == b"k" * 10
+        stores.delete(result.location)
+
+
 # -- configuration and listing ---------------------------------------------------
 
 def test_store_listing_shows_pool_chunk_thin_and_fsid(ceph_a, make_rbd_stores):

@@ -16,15 +16,19 @@
 
 from multistore import errors
 from multistore.config import register_opts
+from multistore.context import RequestContext
 from multistore.driver import Capabilities, Driver, ReadStream, Stored, Writer
 from multistore.errors import *  # noqa: F403 - the exception classes are public API
+from multistore.location import Location
+from multistore.retry import ResumingRead, RetryPolicy
 from multistore.progress import Callback, NoOpCallback, TextProgressBar
 from multistore.store import Store
 from multistore.storeset import AddResult, ImageReader, StoreSet, load
 
 __all__ = [
     "register_opts", "load", "StoreSet", "Store", "AddResult", "ImageReader",
-    "Driver", "Capabilities", "Writer", "Stored", "ReadStream",
+    "Driver", "Capabilities", "Writer", "Stored", "ReadStream", "Location",
+    "RequestContext", "RetryPolicy", "ResumingRead",
     "Callback", "NoOpCallback", "TextProgressBar", "errors",
     *errors.__all__,
 ]

@@ -33,8 +33,8 @@ from oslo_config import cfg
 
 import multistore
 from multistore import errors
-from multistore.progress import TextProgressBar
-from multistore.testing import Generated
+from multistore.progress import Callback, TextProgressBar
+from multistore.sample import Generated
 
 RESERVED = {"os_glance_staging_store": "file"}
 
@@ -71,12 +71,32 @@ def build_conf(config_files: Sequence[str], out: TextIO) -> cfg.ConfigOpts:
     return conf
 
 
+def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options every command takes, before or after the command's name.
+
+    The subcommands' copies default to SUPPRESS so that a value given
+    before the command is not overwritten by the subparser's default.
+    """
+    p.add_argument("--config-file", action="append", metavar="FILE",
+                   default=[] if defaults else argparse.SUPPRESS,
+                   help="an oslo.config file (repeatable, later files win)")
+    p.add_argument("--json", action="store_true",
+                   default=False if defaults else argparse.SUPPRESS,
+                   help="print JSON, for scripts")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="multistore", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config-file", action="append", default=[], metavar="FILE",
-                   help="an oslo.config file (repeatable, later files win)")
-    p.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    _global_options(p, defaults=True)
     sub = p.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        s = add_parser(name, **kwargs)
+        _global_options(s, defaults=False)
+        return s
+
+    sub.add_parser = command  # type: ignore[method-assign]
 
     s = sub.add_parser("stores", help="list the stores")
     s.add_argument("--detail", action="store_true", help="type, weight and properties too")
@@ -156,9 +176,9 @@ def print_human(result: Any, out: TextIO) -> None:
         out.write(f"{result}\n")
 
 
-def _progress(args: argparse.Namespace, label: str, err: TextIO) -> TextProgressBar | None:
+def _progress(args: argparse.Namespace, label: str, err: TextIO) -> Callback:
     if args.json or getattr(args, "no_progress", False) or not err.isatty():
-        return None
+        return Callback()
     return TextProgressBar(label, err)
 
 
@@ -182,8 +202,7 @@ def cmd_add(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) 
         with open(args.file, "rb") as f:
             result = stores.add(image_id, f, os.fstat(f.fileno()).st_size, store=args.store,
                                 hashing_algo=args.hashing_algo, progress=bar)
-    if bar is not None:
-        bar.close()
+    bar.close()
     return _result(result)
 
 
@@ -211,8 +230,7 @@ def cmd_copy(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
     bar = _progress(args, "copy", err)
     results = stores.copy(args.location, "all" if args.all_stores else args.to,
                           store=args.store, progress=bar)
-    if bar is not None:
-        bar.close()
+    bar.close()
     return [_result(r) for r in results]
 
 
@@ -232,8 +250,7 @@ def cmd_demo(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
     bar = _progress(args, "   add ", err)
     started = time.monotonic()
     added = stores.add(image_id, source, source.size, progress=bar)
-    if bar is not None:
-        bar.close()
+    bar.close()
     add_seconds = time.monotonic() - started
     say(f"   {added.location}  md5 {added.checksum}")
     say("2. copying it to every other store, reading the source once")

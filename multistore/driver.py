@@ -1,8 +1,9 @@
 """The contract between the core and a storage driver.
 
-A driver only moves bytes. The core owns everything else: reading the
-caller's data in buffers, md5 and the multihash, the signature verifier,
-progress, size checks, the capability checks and cleanup on failure.
+A driver only moves bytes. The core owns everything else: parsing location
+URLs (through the driver's location type), reading the caller's data in
+buffers, md5 and the multihash, the signature verifier, progress, size
+checks, the capability checks, error context and cleanup on failure.
 
 A driver package declares one entry point and nothing else::
 
@@ -10,23 +11,44 @@ A driver package declares one entry point and nothing else::
     multistore.drivers =
         mystore = mypackage.driver:MyDriver
 
-and writes a subclass of :class:`Driver`::
+and writes a location type and a subclass of :class:`Driver`::
 
-    class MyDriver(Driver):
+    @dataclasses.dataclass(frozen=True)
+    class MyLocation(Location):
+        bucket: str
+        image_id: str
+
+        @classmethod
+        def parse(cls, url): ...                  # ValueError if malformed
+        def format(self): ...                     # parse(format()) == self
+
+    class MyDriver(Driver[MyLocation]):
         schemes = ("my",)
+        location_type = MyLocation
         capabilities = Capabilities(read=True, ranged_read=True, write=True, delete=True)
         options = [cfg.StrOpt("my_endpoint", help="...")]
 
         def configure(self): ...                 # validate options, connect lazily
-        def owns(self, location): ...            # is this URL one of ours?
-        def open_writer(self, image_id, size, context=None): ...   # -> Writer
+        def holds(self, location): ...           # is this parsed location this store's?
+        def location_for(self, image_id): ...    # where an image with this id goes
+        def open_writer(self, image_id, size, context=None): ...   # write=True
         def open_reader(self, location, offset, length, context=None): ...  # -> ReadStream
         def get_size(self, location, context=None): ...
-        def delete(self, location, context=None): ...
+        def delete(self, location, context=None): ...              # delete=True
+
+Drivers raise the errors of :mod:`multistore.errors` without store or
+operation: the core attaches both as the error leaves the driver, and maps
+anything else through :meth:`Driver.translate_error` (one hook per driver
+for its backend's exceptions), then through the core's own mapping of
+``OSError`` and connection errors. Retries and resumed reads use
+:mod:`multistore.retry`; request contexts are described in
+:mod:`multistore.context`.
 
 The driver is instantiated once per store id, with a view of that store's
 configuration group (:class:`multistore.config.StoreConf`); it must keep no
 module-level mutable state and must be safe to call from several threads.
+:func:`check_driver_class` (run at load) refuses a class whose declared
+capabilities do not match the methods it implements.
 """
 
 from __future__ import annotations
@@ -34,11 +56,13 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from oslo_config import cfg
 
 from multistore import errors
+from multistore.context import Context
+from multistore.location import Location, redact, scheme_of
 
 if TYPE_CHECKING:
     from multistore.config import StoreConf
@@ -73,7 +97,7 @@ class Stored:
     driver's metadata-file entries, for instance); the core adds ``store``.
     """
 
-    location: str
+    location: Location
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -128,11 +152,16 @@ class ReadStream:
                 closer()
 
 
-class Driver(abc.ABC):
+L = TypeVar("L", bound=Location)
+
+
+class Driver(abc.ABC, Generic[L]):
     """Base class of every storage driver. See the module docstring."""
 
     #: URL schemes this driver writes and reads, the first is the one it writes.
     schemes: ClassVar[tuple[str, ...]] = ()
+    #: The driver's location type (parse and format of its URLs).
+    location_type: ClassVar[type[Location]]
     #: What the driver can do.
     capabilities: ClassVar[Capabilities] = Capabilities()
     #: The driver's oslo.config options, registered in each store's group.
@@ -168,48 +197,124 @@ class Driver(abc.ABC):
         """Facts shown in the detailed store listing (never secrets)."""
         return {}
 
-    @abc.abstractmethod
-    def owns(self, location: str) -> bool:
-        """Whether ``location`` is an image URL of this store (not of another
-        store of the same type). Must not contact the server."""
+    def translate_error(self, exc: Exception) -> errors.MultistoreError | None:
+        """The library's error for a backend exception that left a driver
+        method, or ``None`` to let the core decide (``OSError`` by errno,
+        connection errors as BackendUnavailable, anything else as
+        MultistoreError). Never put secrets in the message."""
+        return None
 
-    def image_id(self, location: str) -> str:
+    # -- locations (the core calls these; drivers rarely override them) ------
+
+    def parse_location(self, url: str) -> L:
+        """The typed location of ``url`` if it is one of this store's images;
+        :class:`~multistore.errors.BadLocation` otherwise. Never contacts the
+        server."""
+        if scheme_of(url) not in self.schemes:
+            raise errors.BadLocation(f"{redact(url)!r} does not belong to this store: not a "
+                                     f"{'/'.join(self.schemes)} location")
+        try:
+            location = self.location_type.parse(url)
+        except errors.BadLocation:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise errors.BadLocation(f"malformed location {redact(url)!r}: "
+                                     f"{redact(str(exc))}") from None
+        if not self.holds(location):  # type: ignore[arg-type]
+            raise errors.BadLocation(f"{redact(url)!r} does not belong to this store")
+        return location  # type: ignore[return-value]
+
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` is an image location of this store."""
+        try:
+            self.parse_location(url)
+        except errors.BadLocation:
+            return False
+        return True
+
+    def holds(self, location: L) -> bool:
+        """Whether a well-formed location is this store's, not another store's
+        of the same type (another directory, another cluster). Must not
+        contact the server."""
+        return True
+
+    def image_id(self, url: str) -> str:
         """The image id a location was written for (used by copy)."""
-        return location.rstrip("/").rsplit("/", 1)[-1]
+        return self.parse_location(url).image_id
+
+    def location_for(self, image_id: str, context: Context = None) -> L:
+        """The location an image with this id has (or would have) in this
+        store. The conformance suite uses it to name an image that does not
+        exist; read-only drivers may leave it unimplemented."""
+        raise NotImplementedError
+
+    # -- images ----------------------------------------------------------
 
     def open_writer(self, image_id: str, size: int | None,
-                    context: Any = None) -> Writer:
+                    context: Context = None) -> Writer:
         """Start writing an image; raise Duplicate if ``image_id`` exists.
 
         ``size`` is ``None`` when unknown. The image id has been checked by
-        the core (no ``/``, no NUL, not ``.`` or ``..``).
+        the core (see :meth:`multistore.store.Store.check_image_id`).
+        Needs ``capabilities.write``.
         """
         raise NotImplementedError
 
     @abc.abstractmethod
-    def open_reader(self, location: str, offset: int, length: int | None,
-                    context: Any = None) -> ReadStream:
+    def open_reader(self, location: L, offset: int, length: int | None,
+                    context: Context = None) -> ReadStream:
         """Open ``length`` bytes (``None``: to the end) from ``offset``.
 
         ``size`` of the returned stream is the number of bytes it will yield.
-        Raise NotFound if the image does not exist.
+        Raise NotFound if the image does not exist. A driver without
+        ``capabilities.ranged_read`` is only called with offset 0, length None.
         """
 
     @abc.abstractmethod
-    def get_size(self, location: str, context: Any = None) -> int:
+    def get_size(self, location: L, context: Context = None) -> int:
         """The image's size in bytes; NotFound if it does not exist."""
 
-    def delete(self, location: str, context: Any = None) -> None:
-        """Remove the image; NotFound if it does not exist."""
+    def delete(self, location: L, context: Context = None) -> None:
+        """Remove the image; NotFound if it does not exist. Needs
+        ``capabilities.delete``."""
         raise NotImplementedError
 
-    def set_acls(self, location: str, public: bool = False,
+    def set_acls(self, location: L, public: bool = False,
                  read_tenants: Sequence[str] = (), write_tenants: Sequence[str] = (),
-                 context: Any = None) -> None:
+                 context: Context = None) -> None:
         """Who may read or write the image in the backend (swift multi-tenant).
 
         Stores without per-image access control keep this default, which
         says so; the caller may then ignore it, as Glance does.
         """
-        raise errors.NotSupported("this store has no per-image access control",
-                                  store=self.store_id, operation="set_acls")
+        raise errors.NotSupported("this store has no per-image access control")
+
+
+def check_driver_class(cls: type[Driver[Any]]) -> None:
+    """Refuse a driver class that does not keep the contract it declares.
+
+    Checked at load, so that a driver saying ``write=True`` without an
+    ``open_writer`` is a clear load error, not a failure at the first add.
+    """
+    problems = []
+    if not cls.schemes:
+        problems.append("it declares no URL schemes")
+    location_type = getattr(cls, "location_type", None)
+    if not (isinstance(location_type, type) and issubclass(location_type, Location)):
+        problems.append("its location_type is not a multistore.location.Location subclass")
+    else:
+        if location_type.parse.__func__ is Location.parse.__func__:  # type: ignore[attr-defined]
+            problems.append(f"{location_type.__name__} does not implement parse()")
+        if location_type.format is Location.format:
+            problems.append(f"{location_type.__name__} does not implement format()")
+    caps = cls.capabilities
+    needed = {"open_writer": caps.write, "location_for": caps.write, "delete": caps.delete}
+    for method, declared in needed.items():
+        if declared and getattr(cls, method) is getattr(Driver, method):
+            problems.append(f"its capabilities declare "
+                            f"{'write' if method != 'delete' else 'delete'} but it "
+                            f"does not implement {method}()")
+    if problems:
+        raise errors.DriverLoadError(f"driver class {cls.__module__}.{cls.__qualname__} "
+                                     f"breaks the driver contract: {'; '.join(problems)}",
+                                     operation="load")

@@ -12,27 +12,49 @@ over unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class MultistoreError(Exception):
     """Base of every error raised by multistore.
 
     :param message: what went wrong, in words an operator understands.
-    :param store: the store id, when one is involved.
+    :param store: the store id, or the ids of every store involved (a copy
+        to several targets), when any is involved.
     :param operation: ``add``, ``get``, ``delete``, ``get_size``, ``copy``,
         ``configure``, ``load`` ...
+
+    Drivers raise these without context; the core attaches the store and
+    the operation (:meth:`attach`) as the error leaves the driver.
     """
 
-    def __init__(self, message: str, *, store: str | None = None,
+    def __init__(self, message: str, *, store: str | Sequence[str] | None = None,
                  operation: str | None = None) -> None:
         self.message = message
-        self.store = store
+        self.stores: tuple[str, ...] = ()
         self.operation = operation
+        self.attach(store=store)
         super().__init__(message)
+
+    @property
+    def store(self) -> str | None:
+        """The store id when exactly one store is involved (see :attr:`stores`)."""
+        return self.stores[0] if len(self.stores) == 1 else None
+
+    def attach(self, *, store: str | Sequence[str] | None = None,
+               operation: str | None = None) -> MultistoreError:
+        """Fill in the context that is not set yet; returns the error."""
+        if not self.stores and store is not None:
+            self.stores = (store,) if isinstance(store, str) else tuple(store)
+        if self.operation is None:
+            self.operation = operation
+        return self
 
     def __str__(self) -> str:
         context = []
-        if self.store is not None:
-            context.append(f"store {self.store!r}")
+        if self.stores:
+            names = ", ".join(repr(s) for s in self.stores)
+            context.append(f"store {names}" if len(self.stores) == 1 else f"stores {names}")
         if self.operation is not None:
             context.append(self.operation)
         if not context:

@@ -1,37 +1,143 @@
-"""Small helpers for location URLs: the scheme, and a form safe to print."""
+"""Locations: the typed value behind every image URL, and a form safe to print.
+
+Each driver declares its location type, a frozen dataclass derived from
+:class:`Location` that knows how to :meth:`~Location.parse` a URL and how to
+:meth:`~Location.format` one. Parsing is syntax only: it never contacts a
+server and never reads the store's options; whether a well-formed location
+belongs to one particular store is the driver's
+:meth:`~multistore.driver.Driver.holds`. The core parses every URL once, in
+one place, and hands drivers the typed value.
+
+The promise a location type keeps (the conformance suite and property tests
+check it)::
+
+    type(loc).parse(loc.format()) == loc          # for every location it formats
+    type(loc).parse(url)                          # any other string: ValueError
+
+so an image id, however odd, names exactly one image: ids go through
+:func:`quote` on the way into a URL and :func:`unquote` on the way back.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import urllib.parse
+from typing import Any, TypeVar
+
+L = TypeVar("L", bound="Location")
+
+#: Characters an image id keeps unquoted in a URL path segment: RFC 3986's
+#: unreserved set. Everything else, ``%`` included, is percent-encoded, so
+#: ``quote(id)`` never decodes to another id.
+_SAFE = "-._~"
 
 #: Query parameters that carry secrets in signed URLs (S3/Swift temp URLs, tokens).
 _SECRET_PARAM = re.compile(
-    r"(?i)([?&][^=&#]*(?:sig|signature|token|secret|password|passwd|key|credential)"
-    r"[^=&#]*=)[^&#]*")
+    r"(?i)([?&;][^=&#;]*(?:sig|signature|token|secret|password|passwd|key|credential)"
+    r"[^=&#;]*=)[^&#;]*")
+
+
+class Location:
+    """Base of every driver's location type.
+
+    Subclasses are ``@dataclasses.dataclass(frozen=True)`` classes that
+    implement :meth:`parse` and :meth:`format` and have an ``image_id``
+    (a field, or a property together with an override of
+    :meth:`with_image_id`). Raise ``ValueError`` (or
+    :class:`~multistore.errors.BadLocation`) from :meth:`parse` for anything
+    malformed; the core turns it into ``BadLocation`` naming the store.
+    """
+
+    #: The image id this location was written for.
+    image_id: str
+
+    @classmethod
+    def parse(cls: type[L], url: str) -> L:
+        """The location ``url`` stands for; ``ValueError`` if malformed."""
+        raise NotImplementedError
+
+    def format(self) -> str:
+        """The URL, exactly as it is stored in an image service's database."""
+        raise NotImplementedError
+
+    def with_image_id(self: L, image_id: str) -> L:
+        """The same location for another image id (the conformance suite
+        uses it to name an image that does not exist)."""
+        return dataclasses.replace(self, image_id=image_id)  # type: ignore[type-var]
+
+    def __str__(self) -> str:
+        return redact(self.format())
+
+
+def quote(segment: str) -> str:
+    """One path segment, percent-encoded so that :func:`unquote` gives it back."""
+    return urllib.parse.quote(segment, safe=_SAFE)
+
+
+def unquote(segment: str) -> str:
+    """The inverse of :func:`quote`; strict: a stray ``%`` or an encoded
+    character that is not valid UTF-8 is a ``ValueError``, never guessed."""
+    if re.search(r"%(?![0-9A-Fa-f]{2})", segment):
+        raise ValueError(f"stray '%' in {segment!r}")
+    try:
+        return urllib.parse.unquote(segment, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"percent-encoded bytes that are not UTF-8 in {segment!r}") from exc
+
+
+def split_url(url: Any, schemes: tuple[str, ...]) -> urllib.parse.SplitResult:
+    """``urlsplit`` that refuses what it would silently change.
+
+    ``urlsplit`` drops tab, CR and LF and keeps going; a location holding
+    them, or a scheme not in ``schemes``, is a ``ValueError`` here.
+    """
+    if not isinstance(url, str):
+        raise ValueError(f"a location is a string, not {type(url).__name__}")
+    if any(c in url for c in "\t\r\n\0"):
+        raise ValueError("control characters in the location")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in schemes:
+        raise ValueError(f"the scheme is not one of {', '.join(schemes)}")
+    return parts
 
 
 def scheme_of(location: str) -> str:
     """``rbd`` for ``rbd://...``; empty when the string has no scheme."""
+    if not isinstance(location, str):
+        return ""
     scheme, sep, _ = location.partition("://")
     return scheme.lower() if sep else ""
 
 
-def redact(location: str) -> str:
+def redact(location: object) -> str:
     """The location with any password masked, for messages and logs.
 
-    Everything between the first ``:`` of the user information and the
-    last ``@`` before the query is replaced, so a key holding ``/`` or
-    ``@`` (as legacy swift URLs write them, unescaped) is masked too; so are
-    the values of query parameters of signed URLs (``X-Amz-Signature``,
+    Everything between the first ``:`` of the user information and the last
+    ``@`` of the authority is replaced, so a key holding ``/``, ``?``, ``#``
+    or ``@`` (as legacy swift URLs write them, unescaped) is masked too; so
+    are the values of query parameters of signed URLs (``X-Amz-Signature``,
     ``temp_url_sig``, ``token`` ...).
     """
-    location = _SECRET_PARAM.sub(r"\1***", location)
-    scheme, sep, rest = location.partition("://")
+    text = location if isinstance(location, str) else str(location)
+    text = _SECRET_PARAM.sub(r"\1***", text)
+    scheme, sep, rest = text.partition("://")
     if not sep:
-        return location
-    end = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+        return text
+    # The usual case: the last '@' before the path. A password may hold
+    # '/', '?' or '#' unescaped (legacy swift URLs): then the '@' comes
+    # after one of those and the last '@' anywhere is taken (masking too
+    # much rather than too little).
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
     at = rest.rfind("@", 0, end)
     if at < 0:
-        return location
+        at = rest.rfind("@")
+        if at < 0 or ":" not in rest[:end]:
+            return text
     user, colon, _ = rest[:at].partition(":")
+    if "/" in user:
+        return text
     return f"{scheme}://{user}{':***' if colon else ''}@{rest[at + 1:]}"
+
+
+__all__ = ["Location", "quote", "unquote", "split_url", "scheme_of", "redact"]

@@ -36,6 +36,9 @@ class Callback:
     def call(self) -> None:
         """Called after every change; does nothing here."""
 
+    def close(self) -> None:
+        """The transfer is over (drawers finish their line); does nothing here."""
+
 
 class NoOpCallback(Callback):
     def call(self) -> None:

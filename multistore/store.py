@@ -1,18 +1,28 @@
 """One configured store: a driver instance plus what the operator said of it.
 
-Capabilities are checked here, in one place, before any driver call.
+Three things happen here, in one place, around every driver call:
+capabilities are checked before it, location URLs are parsed into the
+driver's typed locations, and errors leaving the driver get the store id
+and the operation attached (:meth:`Store.context`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import unicodedata
+from collections.abc import Iterator
 from typing import Any
 
 from multistore import errors
 from multistore.config import StoreConf, StoreSpec
 from multistore.driver import Capabilities, Driver
+from multistore.location import Location, redact
 
-_DISALLOWED_ID_CHARS = frozenset("/\\\0")
+_DISALLOWED_ID_CHARS = frozenset("/\\")
+#: Longest image id, in bytes of UTF-8 (a file name's limit on most filesystems).
+MAX_ID_BYTES = 255
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -20,7 +30,7 @@ class Store:
     """A store id bound to its driver instance and its configuration."""
 
     spec: StoreSpec
-    driver: Driver
+    driver: Driver[Any]
     conf: StoreConf
 
     def __repr__(self) -> str:
@@ -79,12 +89,32 @@ class Store:
                                             store=self.id, operation=operation)
 
     def check_image_id(self, image_id: str) -> None:
-        if (not isinstance(image_id, str) or not image_id or image_id in (".", "..")
-                or _DISALLOWED_ID_CHARS & set(image_id) or len(image_id) > 255):
+        """Refuse ids that cannot name exactly one image in every driver."""
+        why = _bad_image_id(image_id)
+        if why:
             raise errors.BadLocation(
-                f"invalid image id {image_id!r}: it must be 1 to 255 characters "
-                "without '/', '\\' or NUL, and not '.' or '..'",
-                store=self.id, operation="add")
+                f"invalid image id {image_id!r}: {why} (an id is 1 to {MAX_ID_BYTES} bytes "
+                "of UTF-8 text, without '/', '\\' or control characters, and not "
+                "'.' or '..')", store=self.id, operation="add")
+
+    def locate(self, url: str) -> Location:
+        """The driver's typed location for ``url``; BadLocation naming this store."""
+        with self.context("locate"):
+            return self.driver.parse_location(url)
+
+    @contextlib.contextmanager
+    def context(self, operation: str) -> Iterator[None]:
+        """Attach this store and ``operation`` to any error leaving the block;
+        other exceptions become the library's errors (the driver's
+        :meth:`~multistore.driver.Driver.translate_error` first)."""
+        try:
+            yield
+        except errors.MultistoreError as exc:
+            exc.attach(store=self.id, operation=operation)
+            raise
+        except Exception as exc:
+            translated = self.driver.translate_error(exc) or translate(exc)
+            raise translated.attach(store=self.id, operation=operation) from exc
 
     def info(self, default: bool, detail: bool) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -98,3 +128,30 @@ class Store:
             entry["weight"] = self.weight
             entry["properties"] = self.driver.properties()
         return entry
+
+
+def _bad_image_id(image_id: object) -> str | None:
+    if not isinstance(image_id, str):
+        return f"it is a {type(image_id).__name__}, not a string"
+    if not image_id or image_id in (".", ".."):
+        return "empty, '.' or '..'"
+    if _DISALLOWED_ID_CHARS & set(image_id):
+        return "it holds '/' or '\\'"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in image_id):
+        return "it holds control characters or lone surrogates"
+    if len(image_id.encode("utf-8")) > MAX_ID_BYTES:
+        return f"longer than {MAX_ID_BYTES} bytes"
+    return None
+
+
+def translate(exc: BaseException) -> errors.MultistoreError:
+    """The core's mapping of an exception no driver claimed."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return errors.StorageFull(f"no space left: {exc.strerror}")
+    if isinstance(exc, PermissionError):
+        return errors.WriteDenied(f"permission denied: {exc.strerror}")
+    if isinstance(exc, FileNotFoundError):
+        return errors.NotFound(f"not found: {exc.strerror}")
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return errors.BackendUnavailable(f"the backend did not answer: {redact(str(exc))}")
+    return errors.MultistoreError(f"{type(exc).__name__}: {redact(str(exc))}")

@@ -7,9 +7,9 @@ live in one process.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
-import errno
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,8 +18,9 @@ from typing import Any
 from oslo_config import cfg
 
 from multistore import config, errors, stream
-from multistore.driver import Driver, ReadStream, Writer
-from multistore.location import redact, scheme_of
+from multistore.context import Context
+from multistore.driver import Driver, ReadStream, Stored, Writer, check_driver_class
+from multistore.location import Location, redact, scheme_of
 from multistore.progress import Callback
 from multistore.registry import Registry
 from multistore.store import Store
@@ -71,7 +72,7 @@ class ImageReader:
             progress.set_size(self.size)
 
     def __iter__(self) -> Iterator[bytes]:
-        with _context(self._store, "get"):
+        with self._store.context("get"):
             for chunk in self._stream:
                 if self._progress is not None:
                     self._progress.relative_update(len(chunk))
@@ -137,23 +138,29 @@ class StoreSet:
 
     def store_for(self, location: str, store: str | None = None) -> Store:
         """The store a location belongs to; with ``store``, check the binding."""
+        return self._resolve(location, store)[0]
+
+    def _resolve(self, location: str, store: str | None) -> tuple[Store, Location]:
+        """The store a location URL belongs to, and the URL parsed by its driver."""
         if store is not None:
             found = self[store]
-            if not found.driver.owns(location):
-                raise errors.BadLocation(
-                    f"location {redact(location)!r} does not belong to this store",
-                    store=store)
-            return found
+            return found, found.locate(location)
         scheme = scheme_of(location)
-        matches = [s for s in self._stores.values()
-                   if scheme in s.driver.schemes and s.driver.owns(location)]
+        matches = []
+        for candidate in self._stores.values():
+            if scheme in candidate.driver.schemes:
+                try:
+                    matches.append((candidate, candidate.driver.parse_location(location)))
+                except errors.BadLocation:
+                    continue
         if not matches:
             raise errors.BadLocation(
                 f"no configured store holds {redact(location)!r}")
         if len(matches) > 1:
             raise errors.BadLocation(
                 f"location {redact(location)!r} could belong to stores "
-                f"{', '.join(m.id for m in matches)}: name the store")
+                f"{', '.join(m.id for m, _ in matches)}: name the store",
+                store=[m.id for m, _ in matches])
         return matches[0]
 
     # -- operations --------------------------------------------------------
@@ -161,7 +168,7 @@ class StoreSet:
     def add(self, image_id: str, data: Any, size: int | None = None, *,
             store: str | None = None, hashing_algo: str = DEFAULT_HASHING_ALGO,
             verifier: stream.Verifier | None = None, progress: Callback | None = None,
-            checksum: str | None = None, context: Any = None) -> AddResult:
+            checksum: str | None = None, context: Context = None) -> AddResult:
         """Stream ``data`` into a store (the default one if not named).
 
         ``size`` 0 or ``None`` means unknown. md5 and the multihash are
@@ -175,45 +182,45 @@ class StoreSet:
 
     def get(self, location: str, *, store: str | None = None, offset: int = 0,
             length: int | None = None, progress: Callback | None = None,
-            context: Any = None) -> ImageReader:
+            context: Context = None) -> ImageReader:
         """Open an image, whole or ``length`` bytes from ``offset``."""
         if offset < 0 or (length is not None and length < 0):
             raise errors.BadLocation(f"invalid range: offset {offset}, length {length}",
                                      store=store, operation="get")
-        found = self.store_for(location, store)
+        found, parsed = self._resolve(location, store)
         found.require("get", offset=offset, length=length)
-        with _context(found, "get"):
-            opened = found.driver.open_reader(location, offset, length, context=context)
+        with found.context("get"):
+            opened = found.driver.open_reader(parsed, offset, length, context=context)
         return ImageReader(opened, found, progress)
 
     def get_size(self, location: str, *, store: str | None = None,
-                 context: Any = None) -> int:
-        found = self.store_for(location, store)
-        with _context(found, "get_size"):
-            return found.driver.get_size(location, context=context)
+                 context: Context = None) -> int:
+        found, parsed = self._resolve(location, store)
+        with found.context("get_size"):
+            return found.driver.get_size(parsed, context=context)
 
     def delete(self, location: str, *, store: str | None = None,
-               context: Any = None) -> None:
-        found = self.store_for(location, store)
+               context: Context = None) -> None:
+        found, parsed = self._resolve(location, store)
         found.require("delete")
-        with _context(found, "delete"):
-            found.driver.delete(location, context=context)
+        with found.context("delete"):
+            found.driver.delete(parsed, context=context)
         LOG.info("deleted %s from store %s", redact(location), found.id)
 
     def set_acls(self, location: str, *, public: bool = False,
                  read_tenants: Sequence[str] = (), write_tenants: Sequence[str] = (),
-                 store: str | None = None, context: Any = None) -> None:
+                 store: str | None = None, context: Context = None) -> None:
         """Set who may read or write an image in the backend, where the store
         has per-image access control (swift multi-tenant); NotSupported elsewhere."""
-        found = self.store_for(location, store)
-        with _context(found, "set_acls"):
-            found.driver.set_acls(location, public=public, read_tenants=tuple(read_tenants),
+        found, parsed = self._resolve(location, store)
+        with found.context("set_acls"):
+            found.driver.set_acls(parsed, public=public, read_tenants=tuple(read_tenants),
                                   write_tenants=tuple(write_tenants), context=context)
 
     def copy(self, location: str, to: Sequence[str] | str, *, store: str | None = None,
              image_id: str | None = None, hashing_algo: str = DEFAULT_HASHING_ALGO,
              checksum: str | None = None, progress: Callback | None = None,
-             context: Any = None) -> list[AddResult]:
+             context: Context = None) -> list[AddResult]:
         """Copy an image to other stores, reading the source once.
 
         ``to`` is a list of store ids or ``"all"`` (every writable store
@@ -222,7 +229,7 @@ class StoreSet:
         ``checksum`` (the md5 recorded for the image), if given, against the
         data. All targets succeed or none keeps the image.
         """
-        source = self.store_for(location, store)
+        source, parsed = self._resolve(location, store)
         if to == "all":
             targets = [s for s in self._stores.values()
                        if not s.reserved and s.id != source.id and s.capabilities.write]
@@ -242,7 +249,7 @@ class StoreSet:
                                            store=target.id, operation="copy")
         if not targets:
             return []
-        image_id = image_id or source.driver.image_id(location)
+        image_id = image_id or parsed.image_id
         with self.get(location, store=source.id, context=context) as reader:
             return self._write(image_id, reader, reader.size, targets,
                                hashing_algo=hashing_algo, verifier=None,
@@ -270,80 +277,82 @@ class StoreSet:
 
     def _write(self, image_id: str, data: Any, size: int | None, targets: Sequence[Store],
                *, hashing_algo: str, verifier: stream.Verifier | None,
-               progress: Callback | None, checksum: str | None, context: Any,
+               progress: Callback | None, checksum: str | None, context: Context,
                operation: str) -> list[AddResult]:
+        """Stream ``data`` into every target; all of them keep the image or none.
+
+        Every error leaves with the stores involved and ``operation``
+        attached; on any failure, writers not committed are aborted and
+        images already committed (a copy whose other target failed) deleted.
+        """
+        store_ids = [t.id for t in targets]
         for target in targets:
             target.require("add")
             target.check_image_id(image_id)
         size = size or None
         md5 = stream.HashSink("md5")
-        multihash = stream.HashSink(hashing_algo)
+        try:
+            multihash = stream.HashSink(hashing_algo)
+        except errors.MultistoreError as exc:
+            raise exc.attach(store=store_ids, operation=operation) from None
         sinks: list[stream.Sink] = [md5, multihash]
         if verifier is not None:
             sinks.append(stream.VerifierSink(verifier))
         writers: list[tuple[Store, Writer]] = []
         try:
             for target in targets:
-                with _context(target, operation):
+                with target.context(operation):
                     writers.append((target, target.driver.open_writer(image_id, size,
                                                                       context=context)))
-            sinks += [stream.WriterSink(t.id, w) for t, w in writers]
+            sinks += [stream.WriterSink(t, w, operation) for t, w in writers]
             if progress is not None:
                 progress.set_size(size)
             chunk = max([t.driver.write_chunk_size or self.conf[config.CORE_GROUP]
                          .stream_chunk_size for t in targets])
-            total = self._transfer(data, size, sinks, chunk, targets, operation, progress)
-            if checksum is not None and checksum != md5.hexdigest():
+            total = self._transfer(data, size, sinks, chunk, store_ids, operation, progress)
+            digests = md5.hexdigest(), multihash.hexdigest()
+            if checksum is not None and checksum != digests[0]:
                 raise errors.ChecksumMismatch(
-                    f"the data's md5 is {md5.hexdigest()}, {checksum} was expected",
-                    store=",".join(t.id for t in targets), operation=operation)
-            stored = stream.run_parallel([
-                _committer(t, w, operation) for t, w in writers])
+                    f"the data's md5 is {digests[0]}, {checksum} was expected",
+                    store=store_ids, operation=operation)
         except BaseException:
             for target, writer in writers:
                 _abort(target, writer, operation)
             raise
+        committed = _commit_all(writers, operation)
         results = []
-        for (target, _), done in zip(writers, stored, strict=True):
-            metadata = {**done.metadata, "store": target.id}
-            results.append(AddResult(done.location, target.id, total, md5.hexdigest(),
-                                     multihash.hexdigest(), hashing_algo, metadata))
+        for target, stored in committed:
+            metadata = {**stored.metadata, "store": target.id}
+            results.append(AddResult(stored.location.format(), target.id, total, digests[0],
+                                     digests[1], hashing_algo, metadata))
             LOG.info("%s image %s to store %s: %s, %d bytes", operation, image_id,
-                     target.id, redact(done.location), total)
+                     target.id, redact(results[-1].location), total)
         if operation == "copy":
             self._verify_copies(results, total, context)
         return results
 
     def _transfer(self, data: Any, size: int | None, sinks: list[stream.Sink],
-                  chunk: int, targets: Sequence[Store], operation: str,
+                  chunk: int, store_ids: Sequence[str], operation: str,
                   progress: Callback | None) -> int:
-        store_ids = ",".join(t.id for t in targets)
         try:
             return stream.transfer(
                 data, size, sinks, chunk_size=chunk,
-                buffers=self.conf[config.CORE_GROUP].stream_buffers,
-                progress=progress, store=store_ids, operation=operation)
-        except stream.SinkFailure as failure:
-            exc = failure.exc
-            target = getattr(failure.sink, "store", store_ids)
-            if isinstance(exc, errors.MultistoreError):
-                if exc.store is None:
-                    exc.store = target
-                raise exc from None
-            raise _translate(exc, target, operation) from exc
-        except errors.MultistoreError:
+                buffers=self.conf[config.CORE_GROUP].stream_buffers, progress=progress)
+        except errors.MultistoreError as exc:
+            exc.attach(store=store_ids, operation=operation)
             raise
         except Exception as exc:
-            # The caller's data failed to read: their exception, with context.
-            exc.add_note(f"multistore: while streaming into store {store_ids} "
-                         f"({operation}); nothing was stored")
+            # The caller's data (or verifier) failed: their exception, with context.
+            exc.add_note(f"multistore: while streaming into store "
+                         f"{', '.join(store_ids)} ({operation}); nothing was stored")
             raise
 
-    def _verify_copies(self, results: list[AddResult], size: int, context: Any) -> None:
+    def _verify_copies(self, results: list[AddResult], size: int, context: Context) -> None:
         for result in results:
             target = self._stores[result.store]
-            with _context(target, "copy"):
-                stored = target.driver.get_size(result.location, context=context)
+            with target.context("copy"):
+                stored = target.driver.get_size(target.locate(result.location),
+                                                context=context)
             if stored != size:
                 for r in results:
                     _delete_quietly(self._stores[r.store], r.location, context)
@@ -352,11 +361,35 @@ class StoreSet:
                     "every copy was removed", store=result.store, operation="copy")
 
 
-def _committer(target: Store, writer: Writer, operation: str) -> Any:
-    def commit() -> Any:
-        with _context(target, operation):
-            return writer.commit()
-    return commit
+def _commit_all(writers: Sequence[tuple[Store, Writer]],
+                operation: str) -> list[tuple[Store, Stored]]:
+    """Commit every writer, side by side. If any fails, abort it, delete the
+    images the others committed, and re-raise the first failure."""
+    def commit(target: Store, writer: Writer) -> Stored:
+        try:
+            with target.context(operation):
+                return writer.commit()
+        except BaseException:
+            _abort(target, writer, operation)
+            raise
+
+    if len(writers) == 1:
+        target, writer = writers[0]
+        return [(target, commit(target, writer))]
+    with concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(writers), thread_name_prefix="multistore-commit") as pool:
+        futures = [pool.submit(commit, t, w) for t, w in writers]
+        concurrent.futures.wait(futures)
+    done = [(t, f.result()) for (t, _), f in zip(writers, futures, strict=True)
+            if f.exception() is None]
+    failures = [f.exception() for f in futures if f.exception() is not None]
+    if failures:
+        for target, stored in done:
+            _delete_quietly(target, stored.location.format(), None)
+        first = failures[0]
+        assert first is not None
+        raise first
+    return done
 
 
 def _abort(target: Store, writer: Writer, operation: str) -> None:
@@ -367,43 +400,12 @@ def _abort(target: Store, writer: Writer, operation: str) -> None:
                       target.id, operation)
 
 
-def _delete_quietly(target: Store, location: str, context: Any) -> None:
+def _delete_quietly(target: Store, location: str, context: Context) -> None:
     try:
-        target.driver.delete(location, context=context)
+        with target.context("cleanup"):
+            target.driver.delete(target.locate(location), context=context)
     except Exception:
         LOG.exception("store %s: removing %s failed", target.id, redact(location))
-
-
-@contextlib.contextmanager
-def _context(store: Store, operation: str) -> Iterator[None]:
-    """Turn a driver's stray exception into a MultistoreError naming the store."""
-    try:
-        yield
-    except errors.MultistoreError as exc:
-        if exc.store is None:
-            exc.store = store.id
-        if exc.operation is None:
-            exc.operation = operation
-        raise
-    except Exception as exc:
-        raise _translate(exc, store.id, operation) from exc
-
-
-def _translate(exc: BaseException, store: str, operation: str) -> errors.MultistoreError:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return errors.StorageFull(f"no space left: {exc.strerror}", store=store,
-                                  operation=operation)
-    if isinstance(exc, PermissionError):
-        return errors.WriteDenied(f"permission denied: {exc.strerror}", store=store,
-                                  operation=operation)
-    if isinstance(exc, FileNotFoundError):
-        return errors.NotFound(f"not found: {exc.strerror}", store=store,
-                               operation=operation)
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return errors.BackendUnavailable(f"the backend did not answer: {exc}",
-                                         store=store, operation=operation)
-    return errors.MultistoreError(f"{type(exc).__name__}: {exc}", store=store,
-                                  operation=operation)
 
 
 def load(conf: cfg.ConfigOpts, reserved: Mapping[str, str] | None = None,
@@ -421,6 +423,10 @@ def load(conf: cfg.ConfigOpts, reserved: Mapping[str, str] | None = None,
     stores = []
     for spec in layout.stores:
         cls = registry.load(spec.type, store=spec.id)
+        try:
+            check_driver_class(cls)
+        except errors.MultistoreError as exc:
+            raise exc.attach(store=spec.id) from None
         store_conf = config.StoreConf(conf, spec, cls.options,
                                       cls.option_defaults(spec.id, spec.reserved))
         store_conf.check()
@@ -438,8 +444,8 @@ def _configuring(store_id: str) -> Iterator[None]:
     try:
         yield
     except errors.ConfigError as exc:
-        if exc.store is None:
-            exc.store = store_id
+        exc.attach(store=store_id)
         raise
     except Exception as exc:
-        raise errors.ConfigError(f"{type(exc).__name__}: {exc}", store=store_id) from exc
+        raise errors.ConfigError(f"{type(exc).__name__}: {redact(str(exc))}",
+                                 store=store_id) from exc

@@ -8,24 +8,27 @@ is done with it, so memory is bounded by ``buffers * chunk_size`` whatever
 the image size, and the slowest sink sets the pace (hashlib and file writes
 release the GIL, so md5 and sha512 run side by side on two cores).
 
-Size checks, progress, the verifier and cleanup on failure live here and
-nowhere else: drivers only see :meth:`~multistore.driver.Writer.write`,
-``commit`` and ``abort``.
+Size checks, progress and the verifier live here and nowhere else; the
+caller (:class:`multistore.StoreSet`) opens the writers, commits them, and
+aborts them all on any failure. Drivers only see
+:meth:`~multistore.driver.Writer.write`, ``commit`` and ``abort``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from multistore import errors
 from multistore.progress import Callback
+
+if TYPE_CHECKING:
+    from multistore.driver import Writer
+    from multistore.store import Store
 
 
 class Verifier(Protocol):
@@ -37,9 +40,14 @@ class Verifier(Protocol):
 def new_hasher(algo: str) -> Any:
     """A hashlib object; md5 is not used for security here."""
     try:
-        return hashlib.new(algo, usedforsecurity=False)
+        hasher = hashlib.new(algo, usedforsecurity=False)
     except (ValueError, TypeError) as exc:
         raise errors.UnknownHashingAlgo(f"unknown hashing algorithm {algo!r}") from exc
+    if not hasher.digest_size:
+        # shake_128/shake_256: a digest of any length, so none by default.
+        raise errors.UnknownHashingAlgo(
+            f"hashing algorithm {algo!r} has no fixed digest size; use sha512, sha256 ...")
+    return hasher
 
 
 # -- the source ------------------------------------------------------------
@@ -83,6 +91,12 @@ class Source:
                 continue
             if self._readinto is not None:
                 got = self._readinto(buf[filled:])
+                if got is None:
+                    # A non-blocking source with no data ready: it has not
+                    # ended, and waiting is not ours to do.
+                    raise errors.DataMismatch(
+                        "the data source is non-blocking and had no data ready "
+                        "(readinto returned None): give a blocking file")
                 if not got:
                     break
                 filled += got
@@ -96,6 +110,10 @@ class Source:
     def _next_chunk(self, want: int) -> bytes | None:
         if self._read is not None:
             chunk = self._read(want)
+            if chunk is None:
+                raise errors.DataMismatch(
+                    "the data source is non-blocking and had no data ready "
+                    "(read returned None): give a blocking file")
             return chunk or None
         if self._chunks is not None:
             for chunk in self._chunks:
@@ -141,23 +159,20 @@ class VerifierSink(Sink):
 
 
 class WriterSink(Sink):
-    def __init__(self, store: str, writer: Any) -> None:
-        self.name = f"writer for store {store!r}"
+    """One target store's writer; its errors leave with the store's context."""
+
+    def __init__(self, store: Store, writer: Writer, operation: str) -> None:
+        self.name = f"writer for store {store.id!r}"
         self.store = store
         self.writer = writer
+        self.operation = operation
 
     def consume(self, data: memoryview) -> None:
-        self.writer.write(data)
+        with self.store.context(self.operation):
+            self.writer.write(data)
 
 
 # -- the pipeline ----------------------------------------------------------
-
-@dataclasses.dataclass
-class Transferred:
-    size: int
-    checksum: str
-    multihash: str
-
 
 class _Item:
     __slots__ = ("view", "buf", "pending", "lock")
@@ -167,15 +182,6 @@ class _Item:
         self.buf = buf
         self.pending = pending
         self.lock = threading.Lock()
-
-
-class SinkFailure(Exception):
-    """A sink failed; carries the sink and its exception (the caller translates it)."""
-
-    def __init__(self, sink: Sink, exc: BaseException) -> None:
-        super().__init__(sink.name)
-        self.sink = sink
-        self.exc = exc
 
 
 class _Worker(threading.Thread):
@@ -201,13 +207,14 @@ class _Worker(threading.Thread):
 
 
 def transfer(data: Any, size: int | None, sinks: Sequence[Sink], *,
-             chunk_size: int, buffers: int, progress: Callback | None = None,
-             store: str | None = None, operation: str = "add") -> int:
+             chunk_size: int, buffers: int, progress: Callback | None = None) -> int:
     """Stream ``data`` through every sink; return the number of bytes.
 
     Raises :class:`~multistore.errors.SizeMismatch` when ``size`` is given
-    and the data is longer or shorter; re-raises the first sink failure or
-    the source's own exception. The caller commits or aborts writers.
+    and the data is longer or shorter (the caller attaches the stores), or
+    when a non-blocking source has no data ready; re-raises the first sink's
+    exception or the source's own exception as it is. The caller commits or
+    aborts writers.
     """
     source = Source(data)
     free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
@@ -243,8 +250,7 @@ def transfer(data: Any, size: int | None, sinks: Sequence[Sink], *,
             total += n
             if size is not None and total > size:
                 raise errors.SizeMismatch(
-                    f"the data is longer than the {size} bytes announced",
-                    store=store, operation=operation)
+                    f"the data is longer than the {size} bytes announced")
             item = _Item(view[:n], buf, len(workers))
             for worker in workers:
                 worker.queue.put(item)
@@ -257,20 +263,8 @@ def transfer(data: Any, size: int | None, sinks: Sequence[Sink], *,
             worker.join()
     for worker in workers:
         if worker.error is not None:
-            raise SinkFailure(worker.sink, worker.error)
+            raise worker.error
     if size is not None and total != size:
         raise errors.SizeMismatch(
-            f"the data ended after {total} bytes, {size} were announced",
-            store=store, operation=operation)
+            f"the data ended after {total} bytes, {size} were announced")
     return total
-
-
-def run_parallel(calls: Sequence[Callable[[], Any]]) -> list[Any]:
-    """Run the calls side by side (commits of several targets); re-raise the first error."""
-    if len(calls) == 1:
-        return [calls[0]()]
-    with ThreadPoolExecutor(max_workers=len(calls),
-                            thread_name_prefix="multistore-commit") as pool:
-        futures = [pool.submit(call) for call in calls]
-        return [f.result() for f in futures]
-

@@ -12,17 +12,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import json
 import os
 import secrets
 import stat
-import urllib.parse
 from typing import Any
 
 from oslo_config import cfg
 
 from multistore import errors
+from multistore.context import Context
 from multistore.driver import Capabilities, Driver, ReadStream, Stored, Writer
+from multistore.location import Location, quote, split_url, unquote
 
 MiB = 1024 * 1024
 #: Start write-back of dirty pages every this many bytes, so the final sync
@@ -78,8 +80,41 @@ _SYNC_FILE_RANGE_WRITE = 2
 _SYNC_FILE_RANGE_WAIT_AFTER = 4
 
 
-class FileDriver(Driver):
+@dataclasses.dataclass(frozen=True)
+class FileLocation(Location):
+    """``file:///<directory>/<image id>``: each path segment percent-encoded
+    (glance_store wrote UUIDs, which encoding leaves as they are)."""
+
+    directory: str
+    image_id: str
+
+    @classmethod
+    def parse(cls, url: str) -> FileLocation:
+        parts = split_url(url, FileDriver.schemes)
+        if parts.query or parts.fragment or url.endswith(("?", "#")):
+            raise ValueError("a file location has no query or fragment")
+        raw = parts.netloc + parts.path
+        if not raw.startswith("/"):
+            raise ValueError("not an absolute path")
+        segments = [unquote(segment) for segment in raw[1:].split("/")]
+        for segment in segments:
+            if segment in ("", ".", "..") or "/" in segment or "\0" in segment:
+                raise ValueError("the path has empty, '.' or '..' segments, or "
+                                 "encoded '/' or NUL")
+        return cls("/" + "/".join(segments[:-1]), segments[-1])
+
+    def format(self) -> str:
+        segments = [quote(s) for s in self.directory.split("/") if s]
+        return "file:///" + "/".join([*segments, quote(self.image_id)])
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.directory, self.image_id)
+
+
+class FileDriver(Driver[FileLocation]):
     schemes = ("file", "filesystem")
+    location_type = FileLocation
     capabilities = Capabilities(read=True, ranged_read=True, write=True, delete=True)
     options = OPTIONS
 
@@ -176,37 +211,21 @@ class FileDriver(Driver):
 
     # -- locations ---------------------------------------------------------
 
-    def _path(self, location: str) -> str:
-        """The image path of a location, refused unless it lies in our directories."""
-        parsed = urllib.parse.urlsplit(location)
-        if parsed.scheme not in self.schemes or parsed.query or parsed.fragment:
-            raise errors.BadLocation(f"not a file location: {location!r}",
-                                     store=self.store_id)
-        raw = urllib.parse.unquote(parsed.netloc + parsed.path)
-        if "\0" in raw or not raw.startswith("/"):
-            raise errors.BadLocation(f"not an absolute path: {location!r}",
-                                     store=self.store_id)
-        path = os.path.normpath(raw)
-        parent = os.path.realpath(os.path.dirname(path))
-        if parent not in {d for d, _ in self.datadirs} or os.path.basename(path) in ("", ".", ".."):
-            raise errors.BadLocation(f"{location!r} is not in this store's directories",
-                                     store=self.store_id)
-        return os.path.join(parent, os.path.basename(path))
+    def holds(self, location: FileLocation) -> bool:
+        return os.path.realpath(location.directory) in {d for d, _ in self.datadirs}
 
-    def owns(self, location: str) -> bool:
-        try:
-            self._path(location)
-        except errors.BadLocation:
-            return False
-        return True
+    def location_for(self, image_id: str, context: Context = None) -> FileLocation:
+        return FileLocation(self.datadirs[0][0], image_id)
+
+    def _path(self, location: FileLocation) -> str:
+        return os.path.join(os.path.realpath(location.directory), location.image_id)
 
     # -- writing ---------------------------------------------------------
 
-    def open_writer(self, image_id: str, size: int | None, context: Any = None) -> Writer:
+    def open_writer(self, image_id: str, size: int | None, context: Context = None) -> Writer:
         for path, _ in self.datadirs:
             if os.path.lexists(os.path.join(path, image_id)):
-                raise errors.Duplicate(f"image {image_id!r} already exists in {path}",
-                                       store=self.store_id, operation="add")
+                raise errors.Duplicate(f"image {image_id!r} already exists in {path}")
         return _FileWriter(self, self._choose_dir(size), image_id)
 
     def _choose_dir(self, size: int | None) -> str:
@@ -222,8 +241,7 @@ class FileDriver(Driver):
             if best is None or key[:2] > best[:2]:
                 best = key
         if best is None:
-            raise errors.StorageFull(f"no directory has room for {size} bytes",
-                                     store=self.store_id, operation="add")
+            raise errors.StorageFull(f"no directory has room for {size} bytes")
         return best[2]
 
     def _image_metadata(self, path: str) -> dict[str, str]:
@@ -235,14 +253,13 @@ class FileDriver(Driver):
 
     # -- reading -----------------------------------------------------------
 
-    def open_reader(self, location: str, offset: int, length: int | None,
-                    context: Any = None) -> ReadStream:
+    def open_reader(self, location: FileLocation, offset: int, length: int | None,
+                    context: Context = None) -> ReadStream:
         path = self._path(location)
         try:
             f = open(path, "rb", buffering=0)
         except FileNotFoundError:
-            raise errors.NotFound(f"no image at {location}", store=self.store_id,
-                                  operation="get") from None
+            raise errors.NotFound(f"no image at {path}") from None
         try:
             total = os.fstat(f.fileno()).st_size
         except BaseException:
@@ -258,26 +275,24 @@ class FileDriver(Driver):
             chunk = os.pread(fd, min(self.chunk_size, count), offset)
             if not chunk:
                 raise errors.SizeMismatch(f"the image file shrank while being read "
-                                          f"({count} bytes missing)",
-                                          store=self.store_id, operation="get")
+                                          f"({count} bytes missing)")
             offset += len(chunk)
             count -= len(chunk)
             yield chunk
 
-    def get_size(self, location: str, context: Any = None) -> int:
+    def get_size(self, location: FileLocation, context: Context = None) -> int:
+        path = self._path(location)
         try:
-            return os.stat(self._path(location)).st_size
+            return os.stat(path).st_size
         except FileNotFoundError:
-            raise errors.NotFound(f"no image at {location}", store=self.store_id,
-                                  operation="get_size") from None
+            raise errors.NotFound(f"no image at {path}") from None
 
-    def delete(self, location: str, context: Any = None) -> None:
+    def delete(self, location: FileLocation, context: Context = None) -> None:
         path = self._path(location)
         try:
             os.unlink(path)
         except FileNotFoundError:
-            raise errors.NotFound(f"no image at {location}", store=self.store_id,
-                                  operation="delete") from None
+            raise errors.NotFound(f"no image at {path}") from None
         if self.fsync:
             _fsync_dir(os.path.dirname(path))
 
@@ -285,6 +300,8 @@ class FileDriver(Driver):
 class _FileWriter(Writer):
     def __init__(self, driver: FileDriver, datadir: str, image_id: str) -> None:
         self.driver = driver
+        self.datadir = datadir
+        self.image_id = image_id
         self.final = os.path.join(datadir, image_id)
         self.temp = os.path.join(datadir, f".{image_id}.{secrets.token_hex(6)}.part")
         mode = driver.file_perm or 0o666
@@ -360,13 +377,13 @@ class _FileWriter(Writer):
         try:
             os.link(self.temp, self.final)   # never replaces an existing file
         except FileExistsError:
-            raise errors.Duplicate(f"image {os.path.basename(self.final)!r} appeared "
-                                   "while this copy was being written",
-                                   store=self.driver.store_id, operation="add") from None
+            raise errors.Duplicate(f"image {self.image_id!r} appeared "
+                                   "while this copy was being written") from None
         os.unlink(self.temp)
         if self.driver.fsync:
             _fsync_dir(os.path.dirname(self.final))
-        return Stored("file://" + self.final, self.driver._image_metadata(self.final))
+        return Stored(FileLocation(self.datadir, self.image_id),
+                      self.driver._image_metadata(self.final))
 
     def abort(self) -> None:
         if self.fd >= 0:
@@ -384,4 +401,4 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-__all__ = ["FileDriver", "OPTIONS"]
+__all__ = ["FileDriver", "FileLocation", "OPTIONS"]

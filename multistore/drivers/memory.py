@@ -10,13 +10,16 @@ processes looking at one storage.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, ClassVar
 
 from oslo_config import cfg
 
 from multistore import errors
+from multistore.context import Context
 from multistore.driver import Capabilities, Driver, ReadStream, Stored, Writer
+from multistore.location import Location, quote, split_url, unquote
 
 OPTIONS = [
     cfg.IntOpt("memory_store_capacity", default=0, min=0,
@@ -25,6 +28,28 @@ OPTIONS = [
     cfg.IntOpt("memory_store_chunk_size", default=1024 * 1024, min=1,
                help="Size in bytes of the chunks images are read in."),
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryLocation(Location):
+    """``memory://<store id>/<image id>``, both quoted."""
+
+    scheme: ClassVar[str] = "memory"
+    store: str
+    image_id: str
+
+    @classmethod
+    def parse(cls, url: str) -> MemoryLocation:
+        parts = split_url(url, (cls.scheme,))
+        store, slash, image = parts.path.partition("/") if not parts.netloc else (
+            parts.netloc, "/", parts.path[1:])
+        if not slash or not store or not image or "/" in image or parts.query \
+                or parts.fragment or url.endswith(("?", "#")):
+            raise ValueError("expected memory://<store id>/<image id>")
+        return cls(unquote(store), unquote(image))
+
+    def format(self) -> str:
+        return f"{self.scheme}://{quote(self.store)}/{quote(self.image_id)}"
 
 
 class MemoryBackend:
@@ -36,8 +61,9 @@ class MemoryBackend:
         self.reserved: dict[str, int] = {}
 
 
-class MemoryDriver(Driver):
+class MemoryDriver(Driver[MemoryLocation]):
     schemes = ("memory",)
+    location_type = MemoryLocation
     capabilities = Capabilities(read=True, ranged_read=True, write=True, delete=True)
     options = OPTIONS
     #: Set only on classes made by :meth:`sharing`.
@@ -57,7 +83,6 @@ class MemoryDriver(Driver):
         self.images = backend.stores.setdefault(self.store_id, {})
         self._reserved = backend.reserved
         self._reserved.setdefault(self.store_id, 0)
-        self.prefix = f"memory://{self.store_id}/"
 
     @property
     def reserved(self) -> int:
@@ -72,34 +97,28 @@ class MemoryDriver(Driver):
             return {"images": len(self.images), "capacity": self.capacity,
                     "used": sum(map(len, self.images.values()))}
 
-    def owns(self, location: str) -> bool:
-        rest = location[len(self.prefix):]
-        return location.startswith(self.prefix) and bool(rest) and "/" not in rest
+    def holds(self, location: MemoryLocation) -> bool:
+        return location.store == self.store_id
 
-    def _key(self, location: str) -> str:
-        if not self.owns(location):
-            raise errors.BadLocation(f"not a location of this store: {location!r}",
-                                     store=self.store_id)
-        return location[len(self.prefix):]
+    def location_for(self, image_id: str, context: Context = None) -> MemoryLocation:
+        return self.location_type(self.store_id, image_id)  # type: ignore[return-value]
 
-    def _image(self, location: str, operation: str) -> bytes:
+    def _image(self, location: MemoryLocation) -> bytes:
         with self.lock:
             try:
-                return self.images[self._key(location)]
+                return self.images[location.image_id]
             except KeyError:
-                raise errors.NotFound(f"no image at {location}", store=self.store_id,
-                                      operation=operation) from None
+                raise errors.NotFound(f"no image at {location}") from None
 
-    def open_writer(self, image_id: str, size: int | None, context: Any = None) -> Writer:
+    def open_writer(self, image_id: str, size: int | None, context: Context = None) -> Writer:
         with self.lock:
             if image_id in self.images:
-                raise errors.Duplicate(f"image {image_id!r} already exists",
-                                       store=self.store_id, operation="add")
+                raise errors.Duplicate(f"image {image_id!r} already exists")
         return _MemoryWriter(self, image_id)
 
-    def open_reader(self, location: str, offset: int, length: int | None,
-                    context: Any = None) -> ReadStream:
-        data = self._image(location, "get")
+    def open_reader(self, location: MemoryLocation, offset: int, length: int | None,
+                    context: Context = None) -> ReadStream:
+        data = self._image(location)
         end = len(data) if length is None else min(len(data), offset + length)
         start = min(offset, end)
         view = memoryview(data)
@@ -107,16 +126,14 @@ class MemoryDriver(Driver):
         return ReadStream((bytes(view[i:min(i + step, end)]) for i in range(start, end, step)),
                           end - start)
 
-    def get_size(self, location: str, context: Any = None) -> int:
-        return len(self._image(location, "get_size"))
+    def get_size(self, location: MemoryLocation, context: Context = None) -> int:
+        return len(self._image(location))
 
-    def delete(self, location: str, context: Any = None) -> None:
-        key = self._key(location)
+    def delete(self, location: MemoryLocation, context: Context = None) -> None:
         with self.lock:
-            data = self.images.pop(key, None)
+            data = self.images.pop(location.image_id, None)
             if data is None:
-                raise errors.NotFound(f"no image at {location}", store=self.store_id,
-                                      operation="delete")
+                raise errors.NotFound(f"no image at {location}")
             if self.capacity:
                 self.reserved -= len(data)
 
@@ -134,8 +151,7 @@ class _MemoryWriter(Writer):
             with d.lock:
                 if d.reserved + len(data) > d.capacity:
                     raise errors.StorageFull(
-                        f"the store's capacity of {d.capacity} bytes is reached",
-                        store=d.store_id, operation="add")
+                        f"the store's capacity of {d.capacity} bytes is reached")
                 d.reserved += len(data)
                 self.counted += len(data)
         self.buf += data
@@ -145,12 +161,11 @@ class _MemoryWriter(Writer):
         with d.lock:
             if self.image_id in d.images:
                 raise errors.Duplicate(f"image {self.image_id!r} appeared while this "
-                                       "copy was being written", store=d.store_id,
-                                       operation="add")
+                                       "copy was being written")
             d.images[self.image_id] = bytes(self.buf)
         self.buf = bytearray()
         self.counted = 0   # now held by the image; released by delete
-        return Stored(d.prefix + self.image_id)
+        return Stored(d.location_for(self.image_id))
 
     def abort(self) -> None:
         d = self.driver

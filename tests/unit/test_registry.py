@@ -7,19 +7,25 @@ import textwrap
 
 import pytest
 
+import multistore
 from multistore import errors
+from multistore.testing import make_conf
 from multistore.registry import Registry
 
 PLUGIN = '''
-from multistore.drivers.memory import MemoryDriver
+import dataclasses
+
+from multistore.drivers.memory import MemoryDriver, MemoryLocation
+
+
+@dataclasses.dataclass(frozen=True)
+class PluginLocation(MemoryLocation):
+    scheme = "plugin"
 
 
 class PluginDriver(MemoryDriver):
     schemes = ("plugin",)
-
-    def configure(self):
-        super().configure()
-        self.prefix = f"plugin://{self.store_id}/"
+    location_type = PluginLocation
 '''
 
 
@@ -107,3 +113,37 @@ def test_loading_a_store_imports_only_its_own_driver(tmp_path):
                      if m.startswith(("multistore.drivers.", "swiftclient", "rados"))))
     """, tmp_path)
     assert (code, out.strip()) == (0, "['multistore.drivers.memory']")
+
+
+def test_declared_capabilities_must_match_the_methods(tmp_path):
+    import dataclasses
+
+    from multistore.driver import check_driver_class
+    from multistore.drivers.memory import MemoryLocation
+
+    class NoWriter(multistore.Driver):
+        schemes = ("nw",)
+        location_type = MemoryLocation
+        capabilities = multistore.Capabilities(read=True, write=True)
+
+        def open_reader(self, location, offset, length, context=None): ...
+        def get_size(self, location, context=None): ...
+
+    with pytest.raises(multistore.DriverLoadError, match="declare write but it does not "
+                                                         "implement open_writer"):
+        check_driver_class(NoWriter)
+
+    @dataclasses.dataclass(frozen=True)
+    class Untyped(multistore.Location):
+        image_id: str
+
+    class NoParse(NoWriter):
+        location_type = Untyped
+        capabilities = multistore.Capabilities(read=True)
+
+    with pytest.raises(multistore.DriverLoadError, match="does not implement parse"):
+        check_driver_class(NoParse)
+    conf = make_conf({"DEFAULT": {"enabled_backends": {"x": "nw"}},
+                      "glance_store": {"default_backend": "x"}}, tmp_path)
+    with pytest.raises(multistore.DriverLoadError, match=r"\[store 'x', load\]"):
+        multistore.load(conf, drivers={"nw": NoWriter})

@@ -1,5 +1,6 @@
 """The StoreSet API across stores: copy, location binding, errors, secrets."""
 
+import dataclasses
 import hashlib
 import logging
 
@@ -7,6 +8,7 @@ import pytest
 
 import multistore
 from multistore import errors
+from multistore.location import Location, split_url
 from multistore.testing import local_layout, make_conf, random_bytes
 
 RESERVED = {"os_glance_staging_store": "file"}
@@ -125,14 +127,24 @@ def test_add_logs_without_secrets(stores, caplog):
     assert "hunter2" not in str(info.value) and "hunter2" not in caplog.text
 
 
+@dataclasses.dataclass(frozen=True)
+class FlakyLocation(Location):
+    image_id: str
+
+    @classmethod
+    def parse(cls, url):
+        return cls(split_url(url, ("flaky",)).path.rsplit("/", 1)[-1])
+
+    def format(self):
+        return f"flaky://x/{self.image_id}"
+
+
 class FlakyDriver(multistore.Driver):
     """Reads fail half way, as a backend that dies mid-download."""
 
     schemes = ("flaky",)
+    location_type = FlakyLocation
     capabilities = multistore.Capabilities(read=True)
-
-    def owns(self, location):
-        return location.startswith("flaky://")
 
     def open_reader(self, location, offset, length, context=None):
         def chunks():

@@ -56,7 +56,7 @@ def test_text_is_refused():
 @pytest.mark.parametrize("size", [len(DATA) - 1, len(DATA) + 1, 1])
 def test_size_mismatch(size):
     with pytest.raises(errors.SizeMismatch):
-        run(DATA, size, store="s")
+        run(DATA, size)
 
 
 def test_longer_data_is_noticed_without_reading_it_all():
@@ -103,9 +103,9 @@ def test_a_failing_sink_stops_the_transfer():
             read.append(1)
             yield b"x" * 65536
 
-    with pytest.raises(stream.SinkFailure) as info:
+    with pytest.raises(OSError) as info:
         run(source(), None, [Boom(), Collect()])
-    assert isinstance(info.value.exc, OSError)
+    assert info.value.errno == 28
     assert Boom.calls == 1
     assert len(read) < 20
 

@@ -23,10 +23,10 @@ from multistore.location import Location
 from multistore.retry import ResumingRead, RetryPolicy
 from multistore.progress import Callback, NoOpCallback, TextProgressBar
 from multistore.store import Store
-from multistore.storeset import AddResult, ImageReader, StoreSet, load
+from multistore.storeset import AddResult, ImageReader, StoreSet, SweptLeftover, load
 
 __all__ = [
-    "register_opts", "load", "StoreSet", "Store", "AddResult", "ImageReader",
+    "register_opts", "load", "StoreSet", "Store", "AddResult", "ImageReader", "SweptLeftover",
     "Driver", "Capabilities", "Writer", "Stored", "ReadStream", "Location",
     "RequestContext", "RetryPolicy", "ResumingRead",
     "Callback", "NoOpCallback", "TextProgressBar", "errors",

@@ -101,6 +101,21 @@ class Stored:
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True)
+class Leftover:
+    """Something a writer that died (``kill -9``, a crash, a lost server)
+    left in the backend: a partial file, a partial image, orphan segments.
+
+    ``name`` says what it is (never a secret); ``handle`` is the driver's own
+    reference, passed back to :meth:`Driver.remove_leftover`.
+    """
+
+    name: str
+    size: int | None
+    age: float
+    handle: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+
 class Writer(abc.ABC):
     """Receives one image's bytes, in order, from the core.
 
@@ -279,6 +294,20 @@ class Driver(abc.ABC, Generic[L]):
         ``capabilities.delete``."""
         raise NotImplementedError
 
+    # -- what killed writers left behind -----------------------------------
+
+    def find_leftovers(self, grace: float, context: Context = None) -> Iterable[Leftover]:
+        """What dead writers left behind, *provably* abandoned: untouched for
+        more than ``grace`` seconds and not held by a live writer (a lock, a
+        watch, a lease: whatever the backend offers). Safe to call while
+        other processes write. Drivers that write must implement it."""
+        return ()
+
+    def remove_leftover(self, leftover: Leftover, context: Context = None) -> None:
+        """Remove one leftover found by :meth:`find_leftovers` (checking
+        again, atomically where the backend allows, that it is abandoned)."""
+        raise NotImplementedError
+
     def set_acls(self, location: L, public: bool = False,
                  read_tenants: Sequence[str] = (), write_tenants: Sequence[str] = (),
                  context: Context = None) -> None:
@@ -308,11 +337,13 @@ def check_driver_class(cls: type[Driver[Any]]) -> None:
         if location_type.format is Location.format:
             problems.append(f"{location_type.__name__} does not implement format()")
     caps = cls.capabilities
-    needed = {"open_writer": caps.write, "location_for": caps.write, "delete": caps.delete}
+    needed = {"open_writer": caps.write, "location_for": caps.write,
+              "find_leftovers": caps.write, "remove_leftover": caps.write,
+              "delete": caps.delete}
     for method, declared in needed.items():
         if declared and getattr(cls, method) is getattr(Driver, method):
-            problems.append(f"its capabilities declare "
-                            f"{'write' if method != 'delete' else 'delete'} but it "
+            capability = "delete" if method == "delete" else "write"
+            problems.append(f"its capabilities declare {capability} but it "
                             f"does not implement {method}()")
     if problems:
         raise errors.DriverLoadError(f"driver class {cls.__module__}.{cls.__qualname__} "

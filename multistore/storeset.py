@@ -54,6 +54,17 @@ class AddResult:
                 f"size={self.size}, checksum={self.checksum!r})")
 
 
+@dataclasses.dataclass(frozen=True)
+class SweptLeftover:
+    """One leftover of a dead writer, as :meth:`StoreSet.sweep` found it."""
+
+    store: str
+    name: str
+    size: int | None
+    age: float
+    removed: bool
+
+
 class ImageReader:
     """An open image: iterate it for bytes; use it as a context manager.
 
@@ -255,6 +266,39 @@ class StoreSet:
                                hashing_algo=hashing_algo, verifier=None,
                                progress=progress, checksum=checksum,
                                context=context, operation="copy")
+
+    def sweep(self, stores: Sequence[str] | None = None, *, grace: float = 3600.0,
+              remove: bool = True, context: Context = None) -> list[SweptLeftover]:
+        """Find (and, with ``remove``, delete) what killed writers left behind.
+
+        Only what is provably abandoned is touched: untouched for ``grace``
+        seconds and held by no live writer; safe while other processes add
+        images. Every store that writes, or those named.
+        """
+        found = []
+        for store in (self[s] for s in stores) if stores is not None else self:
+            if not store.driver.capabilities.write:
+                continue
+            with store.context("sweep"):
+                leftovers = list(store.driver.find_leftovers(grace, context=context))
+            for leftover in leftovers:
+                removed = False
+                if remove:
+                    try:
+                        with store.context("sweep"):
+                            store.driver.remove_leftover(leftover, context=context)
+                        removed = True
+                    except errors.NotFound:
+                        continue    # gone meanwhile (another sweeper)
+                    except errors.MultistoreError:
+                        LOG.exception("store %s: removing leftover %s failed",
+                                      store.id, leftover.name)
+                LOG.info("store %s: %s leftover %s (%s bytes, %.0f s old)", store.id,
+                         "removed" if removed else "found", leftover.name,
+                         leftover.size, leftover.age)
+                found.append(SweptLeftover(store.id, leftover.name, leftover.size,
+                                           leftover.age, removed))
+        return found
 
     def close(self) -> None:
         """Release every driver's connections."""

@@ -13,17 +13,19 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import fcntl
 import json
 import os
 import secrets
 import stat
+import time
 from typing import Any
 
 from oslo_config import cfg
 
 from multistore import errors
 from multistore.context import Context
-from multistore.driver import Capabilities, Driver, ReadStream, Stored, Writer
+from multistore.driver import Capabilities, Driver, Leftover, ReadStream, Stored, Writer
 from multistore.location import Location, quote, split_url, unquote
 
 MiB = 1024 * 1024
@@ -220,6 +222,45 @@ class FileDriver(Driver[FileLocation]):
     def _path(self, location: FileLocation) -> str:
         return os.path.join(os.path.realpath(location.directory), location.image_id)
 
+    # -- leftovers of dead writers ------------------------------------------
+
+    def find_leftovers(self, grace: float, context: Context = None) -> list[Leftover]:
+        """Partial files (``.<id>.<random>.part``) no live writer holds.
+
+        A writer holds an exclusive ``flock`` on its partial file until it
+        commits or aborts; the kernel drops it when the process dies, so a
+        partial file we can lock is abandoned.
+        """
+        now = time.time()
+        found = []
+        for datadir, _ in self.datadirs:
+            with os.scandir(datadir) as entries:
+                for entry in entries:
+                    if not (entry.name.startswith(".") and entry.name.endswith(".part")):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    age = now - st.st_mtime
+                    if stat.S_ISREG(st.st_mode) and age > grace and not _locked(entry.path):
+                        found.append(Leftover(entry.path, st.st_size, age, entry.path))
+        return found
+
+    def remove_leftover(self, leftover: Leftover, context: Context = None) -> None:
+        path = leftover.handle
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise errors.NotFound(f"{path} is gone") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a live writer holds it
+            os.unlink(path)
+        except BlockingIOError:
+            raise errors.InUse(f"{path} is being written") from None
+        finally:
+            os.close(fd)
+
     # -- writing ---------------------------------------------------------
 
     def open_writer(self, image_id: str, size: int | None, context: Context = None) -> Writer:
@@ -306,6 +347,7 @@ class _FileWriter(Writer):
         self.temp = os.path.join(datadir, f".{image_id}.{secrets.token_hex(6)}.part")
         mode = driver.file_perm or 0o666
         self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)   # held while alive: see find_leftovers
         self.written = 0
         self.synced_to = 0
         self.dropped_to = 0
@@ -391,6 +433,21 @@ class _FileWriter(Writer):
             self.fd = -1
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.temp)
+
+
+def _locked(path: str) -> bool:
+    """Whether a live process holds a lock on ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: str) -> None:

@@ -18,7 +18,7 @@ from oslo_config import cfg
 
 from multistore import errors
 from multistore.context import Context
-from multistore.driver import Capabilities, Driver, ReadStream, Stored, Writer
+from multistore.driver import Capabilities, Driver, Leftover, ReadStream, Stored, Writer
 from multistore.location import Location, quote, split_url, unquote
 
 OPTIONS = [
@@ -109,6 +109,13 @@ class MemoryDriver(Driver[MemoryLocation]):
                 return self.images[location.image_id]
             except KeyError:
                 raise errors.NotFound(f"no image at {location}") from None
+
+    def find_leftovers(self, grace: float, context: Context = None) -> tuple[()]:
+        # A memory store lives and dies with its process: nothing outlives a writer.
+        return ()
+
+    def remove_leftover(self, leftover: Leftover, context: Context = None) -> None:
+        raise errors.NotFound(f"no leftover {leftover.name!r} in a memory store")
 
     def open_writer(self, image_id: str, size: int | None, context: Context = None) -> Writer:
         with self.lock:

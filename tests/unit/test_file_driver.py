@@ -9,7 +9,7 @@ import pytest
 
 import multistore
 from multistore import errors
-from multistore.testing import make_conf, random_bytes
+from multistore.testing import local_layout, make_conf, random_bytes
 
 
 def load(tmp_path, **options):
@@ -161,3 +161,39 @@ def test_durable_add_leaves_little_of_the_image_in_the_page_cache(tmp_path):
     assert resident <= file.DROP_BEHIND + 2 * file.WRITEBACK_EVERY, resident
     with stores.get(result.location) as reader:
         assert reader.read_all() == data
+
+
+def test_sweep_removes_only_abandoned_partial_files(tmp_path):
+    """A partial file left by a killed writer is reclaimed; one a live writer
+    holds is not, however old."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    conf = make_conf(local_layout(tmp_path), tmp_path)
+    with multistore.load(conf) as stores:
+        datadir = tmp_path / "local"
+        live = stores["local"].driver.open_writer("live", None)
+        live.write(memoryview(b"x" * 10))
+        # A writer in another process, killed with SIGKILL mid-add.
+        code = ("import multistore, os, signal\n"
+                "from multistore.testing import make_conf, local_layout\n"
+                f"stores = multistore.load(make_conf(local_layout({str(tmp_path)!r}), "
+                f"{str(tmp_path / 'child')!r}))\n"
+                "w = stores['local'].driver.open_writer('dead', None)\n"
+                "w.write(memoryview(b'y' * 1000))\n"
+                "os.kill(os.getpid(), signal.SIGKILL)\n")
+        subprocess.run([sys.executable, "-c", code], check=False)
+        parts = sorted(p.name for p in datadir.iterdir() if p.name.endswith(".part"))
+        assert len(parts) == 2
+        old = time.time() - 7200
+        for name in parts:
+            os.utime(datadir / name, (old, old))
+        assert stores.sweep(grace=3600, remove=False)[0].removed is False
+        swept = stores.sweep(grace=3600)
+        assert [(s.store, s.size, s.removed) for s in swept] == [("local", 1000, True)]
+        left = sorted(p.name for p in datadir.iterdir() if p.name.endswith(".part"))
+        assert left == [n for n in parts if n.startswith(".live.")]
+        assert stores.sweep(grace=0) == []          # the live writer's file is held
+        live.abort()

@@ -5,6 +5,8 @@ log record fails the test."""
 import pytest
 from hypothesis import settings
 
+pytest_plugins = ["pytester"]
+
 # Property tests: no example database in the work tree, and no deadline on a
 # shared two-core machine (an example is slow when another process runs).
 settings.register_profile("multistore", database=None, deadline=None)

@@ -141,6 +141,11 @@ def _masked(secret: str) -> str:
     return f"{secret[:2]}***"
 
 
+#: Running guards, innermost last: a record belongs to the innermost one (a
+#: test of the guard itself runs its own, inside the suite's autouse guard).
+_RUNNING: list[SecretsGuard] = []
+
+
 class _Capture(logging.Handler):
     def __init__(self, guard: SecretsGuard) -> None:
         super().__init__(logging.DEBUG)
@@ -148,6 +153,8 @@ class _Capture(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        if _RUNNING and _RUNNING[-1] is not self.guard:
+            return
         conf = getattr(record, "multistore_conf", None)
         if conf is not None:
             self.guard.watch(conf)
@@ -158,7 +165,8 @@ class SecretsGuard:
     """Collects secrets and fails if any shows up; see the module docstring.
 
     Use as a context manager (or :meth:`start`, :meth:`stop`): between the
-    two, every log record of every logger is captured at DEBUG.
+    two, every log record of every logger is captured at DEBUG (by the
+    innermost guard, when guards run inside one another).
     :meth:`verify` raises ``AssertionError`` listing each leak.
     """
 
@@ -234,6 +242,7 @@ class SecretsGuard:
     # -- capturing -------------------------------------------------------------
 
     def start(self) -> SecretsGuard:
+        _RUNNING.append(self)
         root = logging.getLogger()
         self._level = root.level
         root.setLevel(logging.DEBUG)
@@ -243,6 +252,8 @@ class SecretsGuard:
     def stop(self) -> None:
         root = logging.getLogger()
         root.removeHandler(self._handler)
+        if self in _RUNNING:
+            _RUNNING.remove(self)
         if self._level is not None:
             root.setLevel(self._level)
             self._level = None

@@ -42,7 +42,7 @@ from typing import Any, TextIO
 from oslo_config import cfg
 
 import multistore
-from multistore import errors
+from multistore import config, errors
 from multistore.location import redact
 from multistore.progress import Callback, TextProgressBar
 from multistore.sample import Generated
@@ -84,15 +84,6 @@ def build_conf(config_files: Sequence[str], out: TextIO) -> cfg.ConfigOpts:
     except cfg.Error as exc:   # a file missing, unreadable or malformed
         raise errors.ConfigError(redact(str(exc)), operation="load") from None
     return conf
-
-
-def reserved_stores(conf: cfg.ConfigOpts) -> dict[str, str]:
-    """The reserved stores to load: the staging store only when the
-    configuration has a group for it, so that a configuration without one
-    never touches its default directory (``/var/lib/glance/...``)."""
-    sections = {s.lower() for s in conf.list_all_sections()}
-    return {store_id: type_name for store_id, type_name in RESERVED.items()
-            if store_id in sections}
 
 
 def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
@@ -171,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out, err = sys.stdout, sys.stderr
     try:
         conf = build_conf(args.config_file, err)
-        with multistore.load(conf, reserved=reserved_stores(conf)) as stores:
+        # The staging store only where the configuration declares it.
+        with multistore.load(conf, reserved=config.declared(conf, RESERVED)) as stores:
             result = COMMANDS[args.command](stores, args, err)
         if result is not None:
             result = redacted(result)

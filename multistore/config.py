@@ -211,6 +211,19 @@ def _read_legacy_layout(conf: cfg.ConfigOpts, reserved: Mapping[str, str],
     return Layout(tuple(specs), default, legacy=True)
 
 
+def declared(conf: cfg.ConfigOpts, reserved: Mapping[str, str]) -> dict[str, str]:
+    """The reserved stores whose group the configuration files have.
+
+    A program that may run on configurations without its internal stores
+    (the ``multistore`` command, a test layout) loads only these, so that a
+    configuration without ``[os_glance_staging_store]`` never touches that
+    store's default directory (``/var/lib/glance/...``).
+    """
+    sections = {s.lower() for s in conf.list_all_sections()}
+    return {store_id: type_name for store_id, type_name in reserved.items()
+            if store_id.lower() in sections}
+
+
 def _first_line(exc: Exception) -> str:
     return str(exc).splitlines()[0]
 

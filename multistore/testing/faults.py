@@ -84,7 +84,7 @@ from oslo_config import cfg
 
 import multistore
 from multistore import errors
-from multistore.config import register_opts
+from multistore.config import declared, register_opts
 from multistore.store import Store
 from multistore.testing import Generated, random_bytes
 
@@ -98,8 +98,8 @@ def load_config(path: str | os.PathLike[str], drivers: Mapping[str, Any] | None 
     conf = cfg.ConfigOpts()
     register_opts(conf)
     conf(["--config-file", os.fspath(path)], project="multistore", default_config_files=[])
-    from multistore.cli import reserved_stores
-    return multistore.load(conf, reserved=reserved_stores(conf), drivers=drivers)
+    reserved = declared(conf, {"os_glance_staging_store": "file"})
+    return multistore.load(conf, reserved=reserved, drivers=drivers)
 
 
 def missing_url(store: Store, image_id: str) -> str:

@@ -27,6 +27,7 @@ import pytest
 from oslo_config import cfg
 
 import multistore
+from multistore import config
 from multistore.testing import local_layout, make_conf
 from multistore.testing.secrets import SecretsGuard
 
@@ -48,8 +49,11 @@ def multistore_conf(multistore_sections: dict[str, dict[str, Any]],
 
 @pytest.fixture
 def multistore_stores(multistore_conf: cfg.ConfigOpts) -> Iterator[multistore.StoreSet]:
-    """A loaded StoreSet, closed after the test."""
-    with multistore.load(multistore_conf, reserved=RESERVED) as stores:
+    """A loaded StoreSet, closed after the test. The reserved staging store
+    is loaded when the sections have a group for it (the default layout
+    does): a layout without one never touches ``/var/lib/glance``."""
+    with multistore.load(multistore_conf,
+                         reserved=config.declared(multistore_conf, RESERVED)) as stores:
         yield stores
 
 

@@ -615,11 +615,21 @@ def test_probe11_the_staging_store_loads_when_the_configuration_declares_it(tmp_
     assert json.loads(out)["location"] == f"file://{tmp_path}/staging/s"
 
 
-def test_probe11_the_tests_never_create_var_lib_glance(tmp_path):
-    """The test layouts and the CLI's embedded default put every store, the
-    reserved ones too, under a temporary directory."""
-    from multistore import cli
-    from multistore.testing import local_layout as layout
-    sections = layout(tmp_path)
-    assert str(tmp_path) in str(sections["os_glance_staging_store"]["filesystem_store_datadir"])
-    assert f"{tmp_path}/os_glance_staging_store" in cli.embedded_config(str(tmp_path))
+def test_probe11_the_tests_never_create_var_lib_glance():
+    """The consumer fixtures and the command's tests, run as root in a mount
+    namespace of their own whose /var/lib is an empty tmpfs: nothing appears
+    there (a memory-only layout used to create the staging store's default
+    directory, /var/lib/glance/os_glance_staging_store)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = textwrap.dedent(f"""
+        set -e
+        mount -t tmpfs -o size=16m tmpfs /var/lib
+        {sys.executable} -m pytest -q -p no:cacheprovider tests/unit/test_fixtures.py \\
+            tests/unit/test_cli.py -k 'not demo'
+        echo "== /var/lib holds:"
+        ls -A /var/lib
+    """)
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                           script], capture_output=True, text=True, timeout=600, cwd=root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.split("== /var/lib holds:")[1].split() == []

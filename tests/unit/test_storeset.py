@@ -116,15 +116,20 @@ def test_results_as_glance_tuple(stores):
                                    hashlib.sha512(b"abc").hexdigest(), {"store": "local"})
 
 
-def test_add_logs_without_secrets(stores, caplog):
+def test_add_logs_without_secrets(stores, caplog, multistore_secrets):
     caplog.set_level(logging.DEBUG, logger="multistore")
     r = stores.add("img", b"abc", 3)
     stores.delete(r.location)
     assert "img" in caplog.text
+    multistore_secrets.register("hunter2")
     secret_url = "http://user:hunter2@example/x"
-    with pytest.raises(errors.BadLocation) as info:
-        stores.get(secret_url)
-    assert "hunter2" not in str(info.value) and "hunter2" not in caplog.text
+    for call in (lambda: stores.get(secret_url), lambda: stores.delete(secret_url),
+                 lambda: stores.copy(secret_url, to="all"),
+                 lambda: stores.get(secret_url, store="local")):
+        with pytest.raises(errors.BadLocation) as info:
+            call()
+        multistore_secrets.check(info.value)     # text, repr, causes
+    assert "hunter2" not in caplog.text
 
 
 @dataclasses.dataclass(frozen=True)

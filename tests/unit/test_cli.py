@@ -81,3 +81,15 @@ def test_installed_command_pipes_images_through_stdin_and_stdout(home):
     location = json.loads(added.stdout)["location"]
     got = subprocess.run([exe, "get", location], capture_output=True, env=env, check=True)
     assert got.stdout == data
+
+
+def test_global_options_go_before_or_after_the_command(home, capsys, tmp_path):
+    conf = tmp_path / "one.conf"
+    conf.write_text(cli.embedded_config(str(tmp_path / "elsewhere")))
+    before = run(capsys, "--json", "--config-file", str(conf), "stores", "--detail")
+    after = run(capsys, "stores", "--detail", "--json", "--config-file", str(conf))
+    mixed = run(capsys, "--config-file", str(conf), "stores", "--json", "--detail")
+    assert before[0] == after[0] == mixed[0] == 0
+    assert json.loads(before[1]) == json.loads(after[1]) == json.loads(mixed[1])
+    datadirs = [s["properties"]["datadir"] for s in json.loads(after[1])]
+    assert datadirs == [str(tmp_path / "elsewhere" / s) for s in ("local", "archive", "backup")]

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from oslo_config import cfg
@@ -20,6 +20,7 @@ from oslo_config import cfg
 from multistore import config, errors, stream
 from multistore.context import Context
 from multistore.driver import Driver, ReadStream, Stored, Writer, check_driver_class
+from multistore.failover import FailoverReader
 from multistore.location import Location, redact, scheme_of
 from multistore.progress import Callback
 from multistore.registry import Registry
@@ -203,6 +204,21 @@ class StoreSet:
         with found.context("get"):
             opened = found.driver.open_reader(parsed, offset, length, context=context)
         return ImageReader(opened, found, progress)
+
+    def open_best(self, locations: Iterable[Any], *, offset: int = 0,
+                  length: int | None = None, checksum: str | None = None,
+                  progress: Callback | None = None,
+                  context: Context = None) -> FailoverReader:
+        """Read an image from the best of its copies, failing over to the next.
+
+        ``locations`` are Glance's location records (``{"url": ...,
+        "metadata": {"store": ...}}``), :class:`ImageLocation` values or bare
+        URLs. Higher store ``weight`` first; a copy that fails before its
+        first byte or mid-stream is left for the next from the same byte.
+        ``checksum`` (the image's md5) is checked at the end of a whole read.
+        """
+        return FailoverReader(self, locations, offset=offset, length=length,
+                              checksum=checksum, progress=progress, context=context)
 
     def get_size(self, location: str, *, store: str | None = None,
                  context: Context = None) -> int:

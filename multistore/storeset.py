@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from oslo_config import cfg
@@ -21,6 +21,7 @@ from multistore import config, errors, stream
 from multistore.context import Context
 from multistore.driver import Driver, ReadStream, Stored, Writer, check_driver_class
 from multistore.failover import FailoverReader
+from multistore.move import MoveResult, Mover
 from multistore.location import Location, redact, scheme_of
 from multistore.progress import Callback
 from multistore.registry import Registry
@@ -282,6 +283,26 @@ class StoreSet:
                                hashing_algo=hashing_algo, verifier=None,
                                progress=progress, checksum=checksum,
                                context=context, operation="copy")
+
+    def move(self, records: Iterable[Any], to: Sequence[str], *,
+             delete_source: bool = False, journal: str | None = None, parallel: int = 1,
+             dry_run: bool = False, hashing_algo: str = DEFAULT_HASHING_ALGO,
+             progress: Callable[[str], Callback] | None = None,
+             context: Context = None) -> Iterator[MoveResult]:
+        """Move images out of a store (see :mod:`multistore.move`).
+
+        ``records`` are location records (``{"url", "metadata", "image_id",
+        "checksum"}``) or URLs; each image is copied to every store in
+        ``to``, each copy verified by reading it back, and the source
+        deleted only with ``delete_source`` and only once every copy
+        verified. ``journal`` makes an interrupted run resumable. Yields one
+        :class:`~multistore.move.MoveResult` per image; errors are reported
+        there, not raised, so one bad image does not stop the others.
+        """
+        mover = Mover(self, to, delete_source=delete_source, journal=journal,
+                      dry_run=dry_run, hashing_algo=hashing_algo, progress=progress,
+                      context=context)
+        return mover.run(records, parallel=parallel)
 
     def sweep(self, stores: Sequence[str] | None = None, *, grace: float = 3600.0,
               remove: bool = True, context: Context = None) -> list[SweptLeftover]:

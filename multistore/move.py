@@ -20,6 +20,7 @@ yet journaled is found in its store and verified instead of copied again).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -259,10 +260,8 @@ class Mover:
             result.error = (f"the source store {source} is read-only: every copy verified, "
                             "the source is kept")
             return
-        try:
+        with contextlib.suppress(errors.NotFound):     # deleted by an earlier run
             self.stores.delete(record.url, store=source, context=self.context)
-        except errors.NotFound:
-            pass
         self.journal.record(event="source_deleted", image_id=result.image_id,
                             source=record.url, store=source, url=record.url)
         result.source_deleted = True

@@ -248,7 +248,7 @@ class StoreSet:
     def copy(self, location: str, to: Sequence[str] | str, *, store: str | None = None,
              image_id: str | None = None, hashing_algo: str = DEFAULT_HASHING_ALGO,
              checksum: str | None = None, progress: Callback | None = None,
-             context: Context = None) -> list[AddResult]:
+             offload: bool = True, context: Context = None) -> list[AddResult]:
         """Copy an image to other stores, reading the source once.
 
         ``to`` is a list of store ids or ``"all"`` (every writable store
@@ -256,6 +256,12 @@ class StoreSet:
         stream; each target's size is checked against the source's, and
         ``checksum`` (the md5 recorded for the image), if given, against the
         data. All targets succeed or none keeps the image.
+
+        With ``offload`` (the default), a target in the same backend as the
+        source copies inside the backend (:meth:`Driver.copy_within
+        <multistore.driver.Driver.copy_within>`: a server-side copy, a clone,
+        ``copy_file_range``); its copy is then read back to compute md5 and
+        the multihash, so the result is the same as a streamed copy's.
         """
         source, parsed = self._resolve(location, store)
         if to == "all":
@@ -278,11 +284,74 @@ class StoreSet:
         if not targets:
             return []
         image_id = image_id or parsed.image_id
-        with self.get(location, store=source.id, context=context) as reader:
-            return self._write(image_id, reader, reader.size, targets,
-                               hashing_algo=hashing_algo, verifier=None,
-                               progress=progress, checksum=checksum,
-                               context=context, operation="copy")
+        offloaded = self._offload(source, parsed, image_id, targets, context) \
+            if offload else []
+        streamed = [t for t in targets if all(t is not o for o, _ in offloaded)]
+        try:
+            results = []
+            if streamed:
+                with self.get(location, store=source.id, context=context) as reader:
+                    results = self._write(image_id, reader, reader.size, streamed,
+                                          hashing_algo=hashing_algo, verifier=None,
+                                          progress=progress, checksum=checksum,
+                                          context=context, operation="copy")
+            if offloaded:
+                # What the offloaded copies must read back as: the streamed
+                # copies' size and md5, else the source's size and the record's md5.
+                expected = (results[0].size, results[0].checksum) if results else \
+                    (self.get_size(location, store=source.id, context=context), checksum)
+            for target, stored in offloaded:
+                results.append(self._read_back(target, stored, image_id, hashing_algo,
+                                               expected, context))
+        except BaseException:
+            for target, stored in offloaded:
+                _delete_quietly(target, stored.location.format(), context)
+            raise
+        order = {t.id: n for n, t in enumerate(targets)}
+        return sorted(results, key=lambda r: order[r.store])
+
+    def _offload(self, source: Store, parsed: Location, image_id: str,
+                 targets: Sequence[Store], context: Context) -> list[tuple[Store, Stored]]:
+        """Copies the backend made itself, for the targets whose driver can."""
+        done: list[tuple[Store, Stored]] = []
+        try:
+            for target in targets:
+                target.require("add")
+                target.check_image_id(image_id)
+                with target.context("copy"):
+                    stored = target.driver.copy_within(source.driver, parsed, image_id,
+                                                       context=context)
+                if stored is not None:
+                    LOG.info("copy of image %s to store %s done inside the backend",
+                             image_id, target.id)
+                    done.append((target, stored))
+        except BaseException:
+            for target, stored in done:
+                _delete_quietly(target, stored.location.format(), context)
+            raise
+        return done
+
+    def _read_back(self, target: Store, stored: Stored, image_id: str, hashing_algo: str,
+                   expected: tuple[int, str | None], context: Context) -> AddResult:
+        """An offloaded copy's result, from its bytes read back, checked
+        against the expected size and md5."""
+        md5, multihash = stream.new_hasher("md5"), stream.new_hasher(hashing_algo)
+        size = 0
+        url = stored.location.format()
+        with self.get(url, store=target.id, context=context) as reader:
+            for chunk in reader:
+                md5.update(chunk)
+                multihash.update(chunk)
+                size += len(chunk)
+        if size != expected[0] or expected[1] not in (None, md5.hexdigest()):
+            raise errors.ChecksumMismatch(
+                f"the copy made inside the backend reads back as {size} bytes, md5 "
+                f"{md5.hexdigest()}; expected {expected[0]} bytes, md5 {expected[1]}",
+                store=target.id, operation="copy")
+        LOG.info("copy image %s to store %s: %s, %d bytes (inside the backend)", image_id,
+                 target.id, redact(url), size)
+        return AddResult(url, target.id, size, md5.hexdigest(), multihash.hexdigest(),
+                         hashing_algo, {**stored.metadata, "store": target.id})
 
     def move(self, records: Iterable[Any], to: Sequence[str], *,
              delete_source: bool = False, journal: str | None = None, parallel: int = 1,

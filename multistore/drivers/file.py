@@ -338,6 +338,36 @@ class FileDriver(Driver[FileLocation]):
             _fsync_dir(os.path.dirname(path))
 
 
+    # -- copies inside the filesystem -----------------------------------------
+
+    def copy_within(self, source: Driver[Any], location: Location, image_id: str,
+                    context: Context = None) -> Stored | None:
+        """Another file store's image on the same filesystem: ``copy_file_range``
+        (the kernel copies, or shares extents on filesystems with reflinks)."""
+        if not isinstance(source, FileDriver) or not isinstance(location, FileLocation):
+            return None
+        path = source._path(location)
+        try:
+            src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise errors.NotFound(f"no image at {path}") from None
+        try:
+            st = os.fstat(src)
+            writer = self.open_writer(image_id, st.st_size, context)
+            assert isinstance(writer, _FileWriter)
+            if os.stat(writer.datadir).st_dev != st.st_dev:
+                writer.abort()
+                return None
+            try:
+                writer.copy_from(src, st.st_size)
+                return writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
+        finally:
+            os.close(src)
+
+
 class _FileWriter(Writer):
     def __init__(self, driver: FileDriver, datadir: str, image_id: str) -> None:
         self.driver = driver
@@ -363,6 +393,16 @@ class _FileWriter(Writer):
         self.written += n
         if _SYNC_FILE_RANGE is not None and self.written - self.synced_to >= WRITEBACK_EVERY:
             self._write_behind()
+
+    def copy_from(self, src: int, size: int) -> None:
+        """All of file descriptor ``src``, copied by the kernel."""
+        while self.written < size:
+            n = os.copy_file_range(src, self.fd, size - self.written, self.written,
+                                   self.written)
+            if n == 0:
+                raise errors.SizeMismatch(f"the source file shrank to {self.written} bytes "
+                                          f"while being copied ({size} expected)")
+            self.written += n
 
     def _write_behind(self) -> None:
         """Start write-back of what was just written; drop what is on disk.

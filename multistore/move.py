@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,6 @@ from multistore import errors
 from multistore.context import Context
 from multistore.location import redact
 from multistore.progress import Callback
-from multistore.stream import new_hasher
 
 if TYPE_CHECKING:
     from multistore.storeset import StoreSet
@@ -241,14 +239,9 @@ class Mover:
 
     def _digest(self, url: str, store: str | None) -> tuple[int, str, str]:
         """Size, md5 and multihash of an image, read from its store."""
-        md5, multihash, size = hashlib.md5(usedforsecurity=False), \
-            new_hasher(self.hashing_algo), 0
-        with self.stores.get(url, store=store, context=self.context) as reader:
-            for chunk in reader:
-                md5.update(chunk)
-                multihash.update(chunk)
-                size += len(chunk)
-        return size, md5.hexdigest(), multihash.hexdigest()
+        size, (md5, multihash) = self.stores.digest(url, ["md5", self.hashing_algo],
+                                                    store=store, context=self.context)
+        return size, md5, multihash
 
     def _delete_source(self, record: MoveRecord, source: str, key: tuple[str, str],
                        result: MoveResult) -> None:

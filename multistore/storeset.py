@@ -335,23 +335,32 @@ class StoreSet:
                    expected: tuple[int, str | None], context: Context) -> AddResult:
         """An offloaded copy's result, from its bytes read back, checked
         against the expected size and md5."""
-        md5, multihash = stream.new_hasher("md5"), stream.new_hasher(hashing_algo)
-        size = 0
         url = stored.location.format()
-        with self.get(url, store=target.id, context=context) as reader:
-            for chunk in reader:
-                md5.update(chunk)
-                multihash.update(chunk)
-                size += len(chunk)
-        if size != expected[0] or expected[1] not in (None, md5.hexdigest()):
+        size, (md5, multihash) = self.digest(url, ["md5", hashing_algo], store=target.id,
+                                             context=context)
+        if size != expected[0] or expected[1] not in (None, md5):
             raise errors.ChecksumMismatch(
                 f"the copy made inside the backend reads back as {size} bytes, md5 "
-                f"{md5.hexdigest()}; expected {expected[0]} bytes, md5 {expected[1]}",
+                f"{md5}; expected {expected[0]} bytes, md5 {expected[1]}",
                 store=target.id, operation="copy")
         LOG.info("copy image %s to store %s: %s, %d bytes (inside the backend)", image_id,
                  target.id, redact(url), size)
-        return AddResult(url, target.id, size, md5.hexdigest(), multihash.hexdigest(),
-                         hashing_algo, {**stored.metadata, "store": target.id})
+        return AddResult(url, target.id, size, md5, multihash, hashing_algo,
+                         {**stored.metadata, "store": target.id})
+
+    def digest(self, location: str, algos: Sequence[str] = ("md5", DEFAULT_HASHING_ALGO),
+               *, store: str | None = None, context: Context = None,
+               ) -> tuple[int, list[str]]:
+        """Read an image back: its size and hex digests (each hash in its own
+        thread, as an add computes them)."""
+        core = self.conf[config.CORE_GROUP]
+        with self.get(location, store=store, context=context) as reader:
+            try:
+                return stream.digest(reader, algos, chunk_size=core.stream_chunk_size,
+                                     buffers=core.stream_buffers)
+            except errors.MultistoreError as exc:
+                exc.attach(store=reader.store, operation="get")
+                raise
 
     def move(self, records: Iterable[Any], to: Sequence[str], *,
              delete_source: bool = False, journal: str | None = None, parallel: int = 1,

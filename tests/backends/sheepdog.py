@@ -55,6 +55,8 @@ ADDRESS = "127.0.0.1"
 MiB = 1024 ** 2
 OBJECT_SIZE = 4 * MiB           # SD_DATA_OBJ_SIZE, the default block_size_shift 22
 FILLER = "_harness_filler"      # the VDI fill() writes
+# What a cluster directory holds: start() empties a directory only if it holds nothing else.
+OWN_FILES = ("store", "objects", "shm", "sheep.pid", "sheep.out")
 
 
 class SheepdogError(RuntimeError):
@@ -164,6 +166,11 @@ class SheepdogCluster:
             raise SheepdogError(f"{self.dir} holds a running sheep already: stop it first")
         if not _port_free(self.port):
             raise SheepdogError(f"port {self.port} on {ADDRESS} is in use")
+
+        strangers = sorted(set(os.listdir(self.dir)) - set(OWN_FILES)) if self.dir.exists() else []
+        if strangers:
+            raise SheepdogError(f"{self.dir} holds files that are not a cluster's "
+                                f"({', '.join(strangers[:5])}): not emptying it")
 
         def fresh(deadline: float) -> None:
             self._unmount()
@@ -427,6 +434,14 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_port(ports: range) -> int:
+    """The first port of ``ports`` free on 127.0.0.1."""
+    for port in ports:
+        if _port_free(port):
+            return port
+    raise SheepdogError(f"no free port in {ports}")
 
 
 def _port_open(port: int) -> bool:

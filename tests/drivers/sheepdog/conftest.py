@@ -103,9 +103,7 @@ def make_sheepdog_cluster() -> Iterator[Callable[..., Any]]:
     started: list[Iterator[Any]] = []
 
     def make(**kwargs: Any) -> Any:
-        port = next((p for p in PRIVATE_PORTS if harness._port_free(p)), None)
-        if port is None:
-            raise harness.SheepdogError(f"no free port in {PRIVATE_PORTS}")
+        port = harness.free_port(PRIVATE_PORTS)
         run = _running(f"p{port}", port, **kwargs)
         cluster = next(run)
         started.append(run)

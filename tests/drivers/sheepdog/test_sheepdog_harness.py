@@ -9,10 +9,12 @@ read, written and deleted without ``dog``, byte for byte as ``dog`` sees it.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import struct
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -189,6 +191,23 @@ def test_down_frozen_and_unformatted(make_sheepdog_cluster: Any) -> None:
     assert (lst.returncode, lst.stdout, lst.stderr) == (0, b"", b"")
     node = fresh.dog("node", "info", "-r", check=False)
     assert node.returncode == 2 and "Waiting for cluster to be formatted" in _err(node)
+
+
+def test_command_line_start_stop(tmp_path: Any) -> None:
+    """``python tests/backends/sheepdog.py start DIR PORT`` / ``stop DIR``, as by hand."""
+    port = harness.free_port(range(17030, 17100))
+    script = [sys.executable, harness.__file__]
+    directory = tmp_path / "by-hand"
+    out = subprocess.run([*script, "start", str(directory), str(port)], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    cluster = harness.SheepdogCluster(directory, port)
+    try:
+        started = json.loads(out)
+        assert (started["port"], started["pid"]) == (port, cluster.pid())
+        assert cluster.status().startswith("running")
+    finally:
+        subprocess.run([*script, "stop", str(directory)], timeout=60, check=True)
+    assert cluster.pid() is None and cluster.processes() == []
 
 
 def test_missing_binaries_say_how_to_provide_them(monkeypatch: pytest.MonkeyPatch,

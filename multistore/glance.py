@@ -64,36 +64,31 @@ class StoreLocation(gs_location.StoreLocation):  # type: ignore[misc]
         return f"<StoreLocation {redact(self.url or '')!r}>"
 
 
-def _glance_error(exc: errors.MultistoreError, image_id: str | None = None) -> Exception:
-    """glance_store's exception for one of ours: what Glance's API maps to a status."""
-    message = str(exc)
-    if isinstance(exc, errors.NotFound):
-        return gs_exc.NotFound(message=message)
-    if isinstance(exc, errors.Duplicate):
-        return gs_exc.Duplicate(message=message)
-    if isinstance(exc, errors.StorageFull):
-        return gs_exc.StorageFull(message=message)
-    if isinstance(exc, errors.WriteDenied):
-        return gs_exc.StorageWriteDenied(message=message)
-    if isinstance(exc, errors.BadLocation):
-        return gs_exc.BadStoreUri(message=message)
-    if isinstance(exc, errors.InUse):
-        return gs_exc.InUseByStore(message=message)
-    if isinstance(exc, errors.DataMismatch):
-        return gs_exc.Invalid(message=message)
-    if isinstance(exc, errors.RangeNotSupported):
-        return gs_exc.StoreRandomGetNotSupported(offset=0, chunk_size=None)
-    if isinstance(exc, errors.AddNotSupported):
-        return gs_exc.StoreAddDisabled(message=message)
-    if isinstance(exc, errors.DeleteNotSupported):
-        return gs_exc.StoreDeleteNotSupported(message=message)
-    if isinstance(exc, errors.BackendUnavailable):
-        # Glance answers 503 for RemoteServiceUnavailable on reads and for its
-        # TimeoutError on uploads: the store did not answer in time.
-        return gs_exc.RemoteServiceUnavailable(message=message)
-    if isinstance(exc, errors.ConfigError):
-        return gs_exc.BadStoreConfiguration(store_name=exc.store or "?", reason=message)
-    return gs_exc.BackendException(message)
+#: glance_store's exception for each of ours, most specific first: what
+#: Glance's API turns into a status (BackendUnavailable: 503 on reads).
+_GLANCE_ERRORS: list[tuple[type[errors.MultistoreError], Callable[[str], Exception]]] = [
+    (errors.NotFound, lambda m: gs_exc.NotFound(message=m)),
+    (errors.Duplicate, lambda m: gs_exc.Duplicate(message=m)),
+    (errors.StorageFull, lambda m: gs_exc.StorageFull(message=m)),
+    (errors.WriteDenied, lambda m: gs_exc.StorageWriteDenied(message=m)),
+    (errors.BadLocation, lambda m: gs_exc.BadStoreUri(message=m)),
+    (errors.InUse, lambda m: gs_exc.InUseByStore(message=m)),
+    (errors.DataMismatch, lambda m: gs_exc.Invalid(message=m)),
+    (errors.RangeNotSupported,
+     lambda m: gs_exc.StoreRandomGetNotSupported(offset=0, chunk_size=None)),
+    (errors.AddNotSupported, lambda m: gs_exc.StoreAddDisabled(message=m)),
+    (errors.DeleteNotSupported, lambda m: gs_exc.StoreDeleteNotSupported(message=m)),
+    (errors.BackendUnavailable, lambda m: gs_exc.RemoteServiceUnavailable(message=m)),
+    (errors.ConfigError, lambda m: gs_exc.BadStoreConfiguration(store_name="?", reason=m)),
+]
+
+
+def _glance_error(exc: errors.MultistoreError) -> Exception:
+    """glance_store's exception for one of ours."""
+    for ours, theirs in _GLANCE_ERRORS:
+        if isinstance(exc, ours):
+            return theirs(str(exc))
+    return gs_exc.BackendException(str(exc))
 
 
 def _translated(method: Callable[..., Any]) -> Callable[..., Any]:

@@ -570,6 +570,10 @@ class GlanceClient:
     def delete(self, image_id: str) -> None:
         self._call("DELETE", f"/v2/images/{image_id}", (204,))
 
+    def delete_from_store(self, image_id: str, store: str) -> None:
+        """``DELETE /v2/stores/{store}/{id}``: remove one store's copy."""
+        self._call("DELETE", f"/v2/stores/{store}/{image_id}", (204,))
+
     def tasks(self, image_id: str) -> list[dict[str, Any]]:
         return self._call("GET", f"/v2/images/{image_id}/tasks", (200,))["tasks"]
 
@@ -711,14 +715,19 @@ class GlanceClient:
     def wait_stores(self, image_id: str, stores: Iterable[str], timeout: float = 120.0
                     ) -> dict[str, Any]:
         """Until the image is active in every one of ``stores`` (its ``stores``
-        property lists them) and no import is in flight."""
+        property lists them), no import is in flight and every task of the
+        image has ended: the task thread writes to the database after the
+        image is active, and SQLite takes one writer at a time (a DELETE at
+        that moment can fail with "database is locked", a 500)."""
         want = set(stores)
+        deadline = time.monotonic() + timeout
 
         def done(image: dict[str, Any]) -> bool:
-            have = set(filter(None, image.get("stores", "").split(",")))
-            return (image["status"] == "active" and want <= have
+            return (image["status"] == "active" and want <= image_stores(image)
                     and not image.get("os_glance_importing_to_stores"))
-        return self.wait_image(image_id, done, timeout, f"stores {sorted(want)}")
+        image = self.wait_image(image_id, done, timeout, f"stores {sorted(want)}")
+        self.wait_tasks(image_id, max(1.0, deadline - time.monotonic()))
+        return image
 
     def wait_tasks(self, image_id: str, timeout: float = 120.0) -> list[dict[str, Any]]:
         """Until every task of the image has ended (success or failure)."""

@@ -111,16 +111,24 @@ def build_multistore(target: str | os.PathLike[str], source: str | os.PathLike[s
                      venv: Path | None = None) -> Path:
     """Build ``source`` (a multistore checkout) into ``target`` with Glance's pip,
     without its dependencies (Glance has them) and without build isolation (no
-    network): ``target`` then goes on :class:`GlanceServer`'s ``python_path``,
+    network), from a copy of the checkout (setuptools builds in the source
+    tree). ``target`` then goes on :class:`GlanceServer`'s ``python_path``,
     and its entry points (``glance_store.drivers``) are visible to stevedore
     there. About 2 s; Glance's shared venv itself is left unchanged."""
     venv = venv or ensure_venv()
-    target = Path(target)
+    source, target = Path(source), Path(target)
     shutil.rmtree(target, ignore_errors=True)
+    copy = target.with_name(target.name + "-src")
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(source / "multistore", copy / "multistore",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "setup.cfg", "README.md"):
+        shutil.copy(source / name, copy / name)
     done = subprocess.run(
         [str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-build-isolation",
-         "--no-compile", "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=target.parent)
+         "--no-compile", "--target", str(target), str(copy)],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=copy)
+    shutil.rmtree(copy, ignore_errors=True)
     if done.returncode != 0:
         raise GlanceError(f"building multistore into {target} failed:\n{done.stderr[-3000:]}")
     return target

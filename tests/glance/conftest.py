@@ -1,7 +1,8 @@
 """The real Glance 33 for the Glance tests (session-scoped, stopped by PID).
 
-``glance`` is one Glance API (tests/backends/glance.py) on 127.0.0.1:17300
-with three stores of glance_store's own drivers: ``fast`` (file, the
+``glance`` is one Glance API (tests/backends/glance.py) on 127.0.0.1:17300,
+with this checkout of multistore on its PYTHONPATH, and three stores of
+glance_store's own drivers: ``fast`` (file, the
 default), ``cheap`` (file) and ``ceph`` (rbd, on ``glance_ceph``, a Ceph
 cluster of its own on ports 17310/17311). Ports 17300-17399 belong to these
 tests. A Glance or a cluster that cannot start fails the tests; nothing is
@@ -85,12 +86,22 @@ def glance_stores(glance_ceph: Any) -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 @pytest.fixture(scope="session")
+def glance_multistore(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout built into a directory of its own with Glance's pip (~2 s):
+    for the server's PYTHONPATH, so Glance's shared venv stays unchanged."""
+    return harness.build_multistore(tmp_path_factory.mktemp("glance-path") / "multistore")
+
+
+@pytest.fixture(scope="session")
 def glance(tmp_path_factory: pytest.TempPathFactory,
-           glance_stores: dict[str, tuple[str, dict[str, Any]]]) -> Iterator[Any]:
-    """The running Glance (a ``GlanceServer``); its default store is ``fast``."""
+           glance_stores: dict[str, tuple[str, dict[str, Any]]],
+           glance_multistore: Path) -> Iterator[Any]:
+    """The running Glance (a ``GlanceServer``); its default store is ``fast``.
+    This checkout of multistore, built without its dependencies, is on the
+    server's PYTHONPATH (``glance_multistore``)."""
     _on_sigterm_teardown()
     server = harness.GlanceServer(tmp_path_factory.mktemp("glance"), PORT, glance_stores,
-                                  default_backend="fast")
+                                  default_backend="fast", python_path=[glance_multistore])
     atexit.register(server.stop)
     server.start()       # a Glance that cannot start fails the tests
     try:
@@ -108,3 +119,4 @@ def client(glance: Any) -> Any:
 def image_data() -> bytes:
     """5 MiB and a bit: more than one rbd chunk (4 MiB), not a whole number of them."""
     return b"".join(harness.iter_bytes(5 * MiB + 12345, seed=1))
+

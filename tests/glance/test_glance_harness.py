@@ -61,6 +61,16 @@ def check_image(client: Any, glance: Any, cluster: Any, image_id: str, data: byt
     assert (got.status, got.size, got.md5) == (200, len(data), md5(data))
 
 
+def test_multistore_is_on_glances_path(glance: Any, glance_multistore: Any) -> None:
+    """The build the server runs with: this checkout's package and its entry
+    points, given to gunicorn as PYTHONPATH (gunicorn's process titles hide
+    the workers' environment from /proc)."""
+    assert glance.python_path == [str(glance_multistore)]
+    assert (glance_multistore / "multistore" / "__init__.py").exists()
+    entry_points = next(glance_multistore.glob("multistore-*.dist-info/entry_points.txt"))
+    assert "[multistore.drivers]" in entry_points.read_text()
+
+
 def test_stores_listing(client: Any) -> None:
     stores = client.stores()
     assert [s["id"] for s in stores] == ["fast", "cheap", "ceph"]

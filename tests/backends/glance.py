@@ -17,8 +17,13 @@ It runs as Glance 33 must, ``glance.wsgi.api:application`` under gunicorn
   server runs import tasks in a native thread pool inside the worker
   (``[wsgi] task_pool_threads``, 16), so a worker must keep running between
   requests and serve the status polls while a task copies: a threaded worker
-  does both; ``--timeout 600`` because a sync worker would be killed in the
-  middle of a long upload.
+  does both (a sync worker also stops heartbeating during a long request and
+  is killed after ``--timeout``, set to 600 s here).
+
+SQLite takes one writer at a time: an import task writes to the database
+after its image turns active, and a request writing at that moment fails
+with "database is locked" (a 500). :meth:`GlanceClient.wait_stores` waits for
+the image's tasks to end as well, so tests do not race them.
 
 Usage::
 
@@ -29,7 +34,8 @@ Usage::
         image = client.create_image(name="x")
         client.upload(image["id"], data, store="cheap")
         ...
-        glance.restart(stores={**stores, "cheap": ("multistore-file", {})})
+        glance.restart(stores={**stores, "cheap": ("other-type", {})},
+                       python_path=[build_multistore(tmp_dir / "ms")])
 
 A store's options default to a ``store_description`` and, for a store whose
 type is in ``file_types`` (``file``), ``filesystem_store_datadir`` =
@@ -441,8 +447,13 @@ class GlanceServer:
         if default_backend is not None:
             self.default_backend = default_backend
         for name, value in changes.items():
-            if not hasattr(self, name):
-                raise TypeError(f"unknown GlanceServer setting {name!r}")
+            if name not in ("python_path", "extra_conf", "file_types", "workers", "threads",
+                            "debug"):
+                raise TypeError(f"restart cannot change {name!r}")
+            if name == "python_path":
+                value = [str(p) for p in value]
+            elif name == "file_types":
+                value = set(value)
             setattr(self, name, value)
         return self.start(timeout)
 

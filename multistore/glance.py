@@ -173,9 +173,14 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
     @_translated
     def add(self, image_id: str, image_file: Any, image_size: int, hashing_algo: str,
             context: Any = None, verifier: Any = None) -> tuple[str, int, str, str, dict]:
-        result = self.stores.add(image_id, image_file, image_size or None,
-                                 hashing_algo=hashing_algo, verifier=verifier,
-                                 context=context)
+        try:
+            result = self.stores.add(image_id, image_file, image_size or None,
+                                     hashing_algo=hashing_algo, verifier=verifier,
+                                     context=context)
+        except errors.BackendUnavailable as exc:
+            # On uploads Glance answers 503 only for these (RemoteService-
+            # Unavailable would be a 500): the store did not answer in time.
+            raise gs_exc.TimeoutError(message=str(exc)) from exc
         metadata = dict(result.metadata)
         metadata["store"] = self.backend_group or metadata.get("store")
         return result.location, result.size, result.checksum, result.multihash, metadata

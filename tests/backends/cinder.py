@@ -729,9 +729,11 @@ class CinderDeployment:
         return out
 
     def cpu_seconds(self) -> dict[str, float]:
-        """User + system CPU seconds so far per component (live processes)."""
+        """User + system CPU seconds so far per component: its live processes and
+        the children they have reaped (cinder-volume runs the ``ceph`` CLI for
+        every attachment)."""
         stats = dict(_proc_stats())
-        return {kind: sum(int(stats[p][11]) + int(stats[p][12]) for p in pids if p in stats)
+        return {kind: sum(sum(int(x) for x in stats[p][11:15]) for p in pids if p in stats)
                 / os.sysconf("SC_CLK_TCK") for kind, pids in self.processes().items()}
 
     def listeners(self) -> list[tuple[str, str, int]]:
@@ -1016,7 +1018,8 @@ def _alive(pid: int) -> bool:
 
 def _proc_stats() -> Iterator[tuple[int, list[str]]]:
     """(pid, the fields of /proc/<pid>/stat after the command name) of every
-    live process: [0] state, [1] ppid, [2] pgrp, [11] utime, [12] stime."""
+    live process: [0] state, [1] ppid, [2] pgrp, [11] utime, [12] stime, [13]
+    cutime, [14] cstime."""
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:

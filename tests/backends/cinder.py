@@ -565,6 +565,19 @@ class CinderDeployment:
             raise CinderError(f"{what} in time\n" + "\n".join(
                 f"--- {k}\n{self.log_tail(k, 10)}" for k in self._procs))
 
+    def rbd_images(self, pool: str) -> list[str]:
+        """The RBD images in ``pool``, listed with librbd as client.cinder."""
+        import rados
+        import rbd
+        conn = rados.Rados(conffile=self.ceph_conf, rados_id=RBD_USER,
+                           conf={"client_mount_timeout": "10"})
+        conn.connect()
+        try:
+            with conn.open_ioctx(pool) as ioctx:
+                return sorted(rbd.RBD().list(ioctx))
+        finally:
+            conn.shutdown()
+
     # -- admin requests ---------------------------------------------------------
 
     def request(self, method: str, path: str, body: Any = None, *,

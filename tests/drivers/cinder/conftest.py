@@ -18,8 +18,18 @@ Fixtures:
 ``cinder_tls_url``
     the HTTPS-only second cinder-api (``cinder_deployment.ca_file`` is its CA).
 ``cinder_harness``
-    the harness module itself (``brick_connection_info``, ``rbd_connector``,
-    ``brick_connector_properties``, ``BACKENDS``...).
+    the harness module itself (``Attachment``, ``wait_status``, ``wait_gone``,
+    ``brick_connection_info``, ``rbd_connector``, ``BACKENDS``...).
+``cinder_project``
+    ``(name, client)``: a project of the test's own (noauth takes any name)
+    and an admin cinderclient in it; at the end Cinder's own volume list of
+    that project must be empty (leftovers are removed and fail the test).
+``make_cinder_volume``
+    ``make(size_gb=1, volume_type="netapp", image_size=0)``: a volume in
+    ``cinder_project`` made as glance_store's add makes it (``image-<id>``,
+    its metadata), ``available``; removed at the end without complaint.
+``brick_properties``
+    os-brick's connector properties for this host (privsep in process).
 """
 
 from __future__ import annotations
@@ -31,7 +41,9 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +104,58 @@ def cinder_client(cinder_deployment: Any) -> Any:
 @pytest.fixture(scope="session")
 def cinder_tls_url(cinder_deployment: Any) -> str:
     return cinder_deployment.start_tls_api()
+
+
+@pytest.fixture
+def cinder_owned_volumes() -> list[str]:
+    """Volumes that make_cinder_volume created: removed at the end without complaint."""
+    return []
+
+
+@pytest.fixture
+def cinder_project(cinder_deployment: Any, cinder_harness: Any,
+                   cinder_owned_volumes: list[str]) -> Iterator[tuple[str, Any]]:
+    """A project of the test's own and an admin cinderclient in it (3.54). At
+    the end, every volume the test made itself must be gone or being deleted:
+    what is left is removed (attachments first), and the test fails."""
+    name = "t" + uuid.uuid4().hex[:12]
+    client = cinder_deployment.client(name)
+    yield name, client
+    left = [v for v in cinder_deployment.volumes(name) if v["status"] != "deleting"]
+    for volume in left:
+        for att in volume["attachments"]:
+            client.attachments.delete(att["attachment_id"])
+        cinder_harness.wait_status(client, volume["id"], "available", timeout=60)
+        client.volumes.delete(volume["id"])
+    deadline = time.monotonic() + 60
+    while cinder_deployment.volumes(name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cinder_deployment.volumes(name) == []
+    leaked = [(v["id"], v["status"]) for v in left if v["id"] not in cinder_owned_volumes]
+    assert leaked == [], f"volumes left in {name}: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def brick_properties(cinder_harness: Any) -> dict[str, Any]:
+    """os-brick's connector properties for this host (privsep in process)."""
+    return cinder_harness.brick_connector_properties()
+
+
+@pytest.fixture
+def make_cinder_volume(cinder_harness: Any, cinder_project: tuple[str, Any],
+                       cinder_owned_volumes: list[str]) -> Callable[..., Any]:
+    """``make(size_gb, volume_type, image_size)``: a volume as
+    glance_store's add creates it, waited until ``available`` (cinder_project
+    removes what the test leaves)."""
+    name, client = cinder_project
+
+    def make(size_gb: int = 1, volume_type: str = "netapp", image_size: int = 0) -> Any:
+        image_id = str(uuid.uuid4())
+        volume = client.volumes.create(
+            size_gb, name=f"image-{image_id}", volume_type=volume_type,
+            metadata={"glance_image_id": image_id, "image_size": str(image_size),
+                      "image_owner": name})
+        cinder_owned_volumes.append(volume.id)
+        return cinder_harness.wait_status(client, volume.id, "available", timeout=60)
+
+    return make

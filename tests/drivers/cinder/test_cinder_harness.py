@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -32,78 +32,9 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
-@pytest.fixture
-def owned_volumes() -> list[str]:
-    """Volumes that make_volume created: removed at the end without complaint."""
-    return []
-
-
-@pytest.fixture
-def project(cinder_deployment: Any, cinder_harness: Any,
-            owned_volumes: list[str]) -> Iterator[tuple[str, Any]]:
-    """A project of the test's own and an admin cinderclient in it (3.54). At
-    the end, every volume the test made itself must be gone or being deleted:
-    what is left is removed (attachments first), and the test fails."""
-    name = "t" + uuid.uuid4().hex[:12]
-    client = cinder_deployment.client(name)
-    yield name, client
-    left = [v for v in cinder_deployment.volumes(name) if v["status"] != "deleting"]
-    for volume in left:
-        for att in volume["attachments"]:
-            client.attachments.delete(att["attachment_id"])
-        cinder_harness.wait_status(client, volume["id"], "available", timeout=60)
-        client.volumes.delete(volume["id"])
-    deadline = time.monotonic() + 60
-    while cinder_deployment.volumes(name) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert cinder_deployment.volumes(name) == []
-    leaked = [(v["id"], v["status"]) for v in left if v["id"] not in owned_volumes]
-    assert leaked == [], f"volumes left in {name}: {leaked}"
-
-
-@pytest.fixture(scope="session")
-def connector_properties(cinder_harness: Any) -> dict[str, Any]:
-    """os-brick's connector properties for this host (privsep in process)."""
-    return cinder_harness.brick_connector_properties()
-
-
-@pytest.fixture
-def make_volume(cinder_harness: Any, project: tuple[str, Any],
-                owned_volumes: list[str]) -> Callable[..., Any]:
-    """``make_volume(size_gb, volume_type, image_size)``: a volume as
-    glance_store's add creates it, waited until ``available`` (the project
-    fixture removes what the test leaves)."""
-    name, client = project
-
-    def make(size_gb: int = 1, volume_type: str = "netapp", image_size: int = 0) -> Any:
-        image_id = str(uuid.uuid4())
-        volume = client.volumes.create(
-            size_gb, name=f"image-{image_id}", volume_type=volume_type,
-            metadata={"glance_image_id": image_id, "image_size": str(image_size),
-                      "image_owner": name})
-        owned_volumes.append(volume.id)
-        return cinder_harness.wait_status(client, volume.id, "available", timeout=60)
-
-    return make
-
-
 def attach(harness: Any, deployment: Any, client: Any, volume_id: str, props: dict[str, Any],
            mode: str = "rw") -> Any:
     return harness.Attachment(client, volume_id, deployment.keyring_path, mode, props)
-
-
-def rbd_images(deployment: Any, pool: str) -> list[str]:
-    """The RBD images in ``pool``, listed with librbd as client.cinder."""
-    import rados
-    import rbd
-    conn = rados.Rados(conffile=deployment.ceph_conf, rados_id=deployment.rbd_user,
-                       conf={"client_mount_timeout": "10"})
-    conn.connect()
-    try:
-        with conn.open_ioctx(pool) as ioctx:
-            return sorted(rbd.RBD().list(ioctx))
-    finally:
-        conn.shutdown()
 
 
 def write_all(f: Any, data: bytes, offset: int = 0, chunk: int = 4 * MiB) -> None:
@@ -164,8 +95,8 @@ def test_every_listener_is_on_loopback(cinder_deployment: Any) -> None:
 @pytest.mark.parametrize("volume_type", ["netapp", "powerstore"])
 def test_create_attach_write_read_detach_delete(
         volume_type: str, cinder_deployment: Any, cinder_harness: Any,
-        project: tuple[str, Any], connector_properties: dict[str, Any]) -> None:
-    name, client = project
+        cinder_project: tuple[str, Any], brick_properties: dict[str, Any]) -> None:
+    name, client = cinder_project
     image_id = str(uuid.uuid4())
     size = 64 * MiB
     volume = client.volumes.create(
@@ -180,12 +111,12 @@ def test_create_attach_write_read_detach_delete(
     # The RBD driver's image, in the backend's own pool and only there.
     pool = cinder_deployment.pool_of(volume_type)
     other = next(p for t, p in cinder_deployment.backends.items() if t != volume_type)
-    assert f"volume-{volume.id}" in rbd_images(cinder_deployment, pool)
-    assert f"volume-{volume.id}" not in rbd_images(cinder_deployment, other)
+    assert f"volume-{volume.id}" in cinder_deployment.rbd_images(pool)
+    assert f"volume-{volume.id}" not in cinder_deployment.rbd_images(other)
 
     data = random_bytes(size)
     with attach(cinder_harness, cinder_deployment, client, volume.id,
-                connector_properties) as att:
+                brick_properties) as att:
         info = att.connection_info
         assert info["driver_volume_type"] == "rbd"
         assert info["name"] == f"{pool}/volume-{volume.id}"
@@ -203,12 +134,12 @@ def test_create_attach_write_read_detach_delete(
 
     # A second attachment (a reader, later) sees the same bytes.
     with attach(cinder_harness, cinder_deployment, client, volume.id,
-                connector_properties, mode="ro") as att:
+                brick_properties, mode="ro") as att:
         assert read_all(att.file, size) == data
 
     client.volumes.delete(volume.id)
     cinder_harness.wait_gone(client, volume.id, timeout=60)
-    assert f"volume-{volume.id}" not in rbd_images(cinder_deployment, pool)
+    assert f"volume-{volume.id}" not in cinder_deployment.rbd_images(pool)
     with pytest.raises(cinder_exceptions.NotFound) as exc:
         client.volumes.get(volume.id)
     assert exc.value.code == 404
@@ -216,16 +147,16 @@ def test_create_attach_write_read_detach_delete(
 
 
 def test_online_extend_of_an_attached_volume(
-        cinder_deployment: Any, cinder_harness: Any, project: tuple[str, Any],
-        make_volume: Callable[..., Any], connector_properties: dict[str, Any]) -> None:
+        cinder_deployment: Any, cinder_harness: Any, cinder_project: tuple[str, Any],
+        make_cinder_volume: Callable[..., Any], brick_properties: dict[str, Any]) -> None:
     """Microversion >= 3.42 extends an in-use RBD volume; os-brick's
     extend_volume reports the new size, and the open handle writes past the
     old end at once. Below 3.42 the same call is refused."""
-    name, client = project
-    volume = make_volume(1)
+    name, client = cinder_project
+    volume = make_cinder_volume(1)
     head, tail = random_bytes(4 * MiB), random_bytes(4 * MiB, seed=7)
     with attach(cinder_harness, cinder_deployment, client, volume.id,
-                connector_properties) as att:
+                brick_properties) as att:
         write_all(att.file, head)
         old = cinder_deployment.client(name, version="3.41")
         with pytest.raises(cinder_exceptions.BadRequest) as exc:
@@ -245,42 +176,42 @@ def test_online_extend_of_an_attached_volume(
 
 
 def test_offline_extend_detach_extend_reattach(
-        cinder_deployment: Any, cinder_harness: Any, project: tuple[str, Any],
-        make_volume: Callable[..., Any], connector_properties: dict[str, Any]) -> None:
-    _, client = project
-    volume = make_volume(1)
+        cinder_deployment: Any, cinder_harness: Any, cinder_project: tuple[str, Any],
+        make_cinder_volume: Callable[..., Any], brick_properties: dict[str, Any]) -> None:
+    _, client = cinder_project
+    volume = make_cinder_volume(1)
     head, tail = random_bytes(4 * MiB, seed=3), random_bytes(4 * MiB, seed=4)
     with attach(cinder_harness, cinder_deployment, client, volume.id,
-                connector_properties) as att:
+                brick_properties) as att:
         write_all(att.file, head)
     client.volumes.extend(volume.id, 2)
     extended = cinder_harness.wait_status(client, volume.id, "available",
                                           transitional=("extending",))
     assert extended.size == 2
     with attach(cinder_harness, cinder_deployment, client, volume.id,
-                connector_properties) as att:
+                brick_properties) as att:
         assert read_all(att.file, len(head)) == head
         write_all(att.file, tail, offset=GiB)
         assert read_all(att.file, len(tail), offset=GiB) == tail
 
 
 def test_read_only_attachments(
-        cinder_deployment: Any, cinder_harness: Any, project: tuple[str, Any],
-        make_volume: Callable[..., Any], connector_properties: dict[str, Any]) -> None:
+        cinder_deployment: Any, cinder_harness: Any, cinder_project: tuple[str, Any],
+        make_cinder_volume: Callable[..., Any], brick_properties: dict[str, Any]) -> None:
     """What "read-only" means on this path. Cinder records the mode, but
     os-brick's RBD connector (do_local_attach=False) opens the image
     read-write whatever the mode: a driver must open its reader read-only
     itself (librbd refuses writes then, EROFS)."""
     import rbd
-    _, client = project
-    volume = make_volume(1)
+    _, client = cinder_project
+    volume = make_cinder_volume(1)
     data = random_bytes(MiB, seed=11)
     with attach(cinder_harness, cinder_deployment, client, volume.id,
-                connector_properties) as att:
+                brick_properties) as att:
         write_all(att.file, data)
 
     with attach(cinder_harness, cinder_deployment, client, volume.id,
-                connector_properties, mode="ro") as att:
+                brick_properties, mode="ro") as att:
         assert client.attachments.show(att.id).attach_mode == "ro"
         # connection_info is computed before "complete": it says rw.
         assert att.connection_info["access_mode"] == "rw"
@@ -303,30 +234,30 @@ def test_read_only_attachments(
     client.volumes.update_readonly_flag(volume.id, True)
     assert client.volumes.get(volume.id).metadata["readonly"] == "True"
     with attach(cinder_harness, cinder_deployment, client, volume.id,
-                connector_properties, mode="rw") as att:
+                brick_properties, mode="rw") as att:
         assert att.connection_info["access_mode"] == "ro"
         assert client.attachments.show(att.id).attach_mode == "ro"
         assert read_all(att.file, len(data)) == data
 
 
 def test_several_readers_of_one_volume_at_once(
-        cinder_deployment: Any, cinder_harness: Any, project: tuple[str, Any],
-        make_volume: Callable[..., Any], connector_properties: dict[str, Any]) -> None:
+        cinder_deployment: Any, cinder_harness: Any, cinder_project: tuple[str, Any],
+        make_cinder_volume: Callable[..., Any], brick_properties: dict[str, Any]) -> None:
     """A second attachment of a volume that is not multiattach is refused while
     the first one lasts: concurrent readers of one image share one attachment
     (each with its own read-only librbd handle), or the volume type must be
     multiattach (see the next test)."""
-    _, client = project
-    volume = make_volume(1)
+    _, client = cinder_project
+    volume = make_cinder_volume(1)
     data = random_bytes(8 * MiB, seed=5)
     with attach(cinder_harness, cinder_deployment, client, volume.id,
-                connector_properties) as att:
+                brick_properties) as att:
         write_all(att.file, data)
     with attach(cinder_harness, cinder_deployment, client, volume.id,
-                connector_properties, mode="ro") as one:
+                brick_properties, mode="ro") as one:
         with pytest.raises(cinder_exceptions.BadRequest) as exc:
             attach(cinder_harness, cinder_deployment, client, volume.id,
-                   connector_properties, mode="ro").open()
+                   brick_properties, mode="ro").open()
         assert exc.value.code == 400
         assert str(exc.value).startswith(
             f"Invalid volume: Volume {volume.id} status must be available or downloading "
@@ -350,11 +281,11 @@ def test_several_readers_of_one_volume_at_once(
 
 
 def test_multiattach_volume_type_takes_several_attachments(
-        cinder_deployment: Any, cinder_harness: Any, project: tuple[str, Any],
-        cinder_client: Any, connector_properties: dict[str, Any]) -> None:
+        cinder_deployment: Any, cinder_harness: Any, cinder_project: tuple[str, Any],
+        cinder_client: Any, brick_properties: dict[str, Any]) -> None:
     """The RBD driver reports multiattach; a type with ``multiattach=<is> True``
     gives volumes that take two read-only attachments at once."""
-    _, client = project
+    _, client = cinder_project
     vtype = cinder_client.volume_types.create(f"multiattach-{uuid.uuid4().hex[:8]}")
     try:
         vtype.set_keys({"volume_backend_name": "netapp", "multiattach": "<is> True"})
@@ -363,12 +294,12 @@ def test_multiattach_volume_type_takes_several_attachments(
         assert volume.multiattach is True
         data = random_bytes(MiB, seed=9)
         with attach(cinder_harness, cinder_deployment, client, volume.id,
-                    connector_properties) as att:
+                    brick_properties) as att:
             write_all(att.file, data)
         with attach(cinder_harness, cinder_deployment, client, volume.id,
-                    connector_properties, mode="ro") as one, \
+                    brick_properties, mode="ro") as one, \
                 attach(cinder_harness, cinder_deployment, client, volume.id,
-                       connector_properties, mode="ro") as two:
+                       brick_properties, mode="ro") as two:
             assert len(client.volumes.get(volume.id).attachments) == 2
             assert read_all(one.file, len(data)) == data
             assert read_all(two.file, len(data)) == data
@@ -379,12 +310,12 @@ def test_multiattach_volume_type_takes_several_attachments(
 
 
 def test_delete_of_a_volume_in_use_is_refused(
-        cinder_deployment: Any, cinder_harness: Any, project: tuple[str, Any],
-        make_volume: Callable[..., Any], connector_properties: dict[str, Any]) -> None:
-    _, client = project
-    volume = make_volume(1)
+        cinder_deployment: Any, cinder_harness: Any, cinder_project: tuple[str, Any],
+        make_cinder_volume: Callable[..., Any], brick_properties: dict[str, Any]) -> None:
+    _, client = cinder_project
+    volume = make_cinder_volume(1)
     with attach(cinder_harness, cinder_deployment, client, volume.id,
-                connector_properties, mode="ro"):
+                brick_properties, mode="ro"):
         with pytest.raises(cinder_exceptions.BadRequest) as exc:
             client.volumes.delete(volume.id)
         assert exc.value.code == 400
@@ -395,11 +326,11 @@ def test_delete_of_a_volume_in_use_is_refused(
 
 
 def test_parallel_volume_cycles(
-        cinder_deployment: Any, cinder_harness: Any, project: tuple[str, Any],
-        connector_properties: dict[str, Any]) -> None:
+        cinder_deployment: Any, cinder_harness: Any, cinder_project: tuple[str, Any],
+        brick_properties: dict[str, Any]) -> None:
     """Four threads at once: create, attach, write, read, detach, delete
     (PostgreSQL, not SQLite: SQLite fails here)."""
-    _, client = project
+    _, client = cinder_project
     errors: list[BaseException] = []
 
     def cycle(n: int) -> None:
@@ -409,7 +340,7 @@ def test_parallel_volume_cycles(
             cinder_harness.wait_status(client, volume.id, "available")
             data = random_bytes(4 * MiB, seed=n)
             with attach(cinder_harness, cinder_deployment, client, volume.id,
-                        connector_properties) as att:
+                        brick_properties) as att:
                 write_all(att.file, data)
                 assert read_all(att.file, len(data)) == data
             client.volumes.delete(volume.id)
@@ -429,10 +360,10 @@ def test_parallel_volume_cycles(
 
 
 def test_quota_exceeded(cinder_deployment: Any, cinder_harness: Any,
-                        project: tuple[str, Any]) -> None:
+                        cinder_project: tuple[str, Any]) -> None:
     """A real quota (gigabytes and volumes per project): Cinder answers 413,
     cinderclient raises OverLimit, and nothing is created."""
-    name, client = project
+    name, client = cinder_project
     quota = cinder_deployment.set_quota(name, gigabytes=2, volumes=2)
     assert (quota["gigabytes"], quota["volumes"]) == (2, 2)
 
@@ -467,11 +398,12 @@ def test_quota_exceeded(cinder_deployment: Any, cinder_harness: Any,
     cinder_harness.wait_gone(client, volume.id)
 
 
-def test_api_down_killed_or_frozen(cinder_deployment: Any, project: tuple[str, Any]) -> None:
+def test_api_down_killed_or_frozen(cinder_deployment: Any,
+                                   cinder_project: tuple[str, Any]) -> None:
     """cinder-api killed: keystoneauth's ConnectFailure at once (cinderclient's
     ``retries`` does not retry it; keystoneauth's ``connect_retries`` does).
     Frozen (accepts, never answers): ConnectTimeout after the session timeout."""
-    name, _ = project
+    name, _ = cinder_project
     client = cinder_deployment.client(name, timeout=3, retries=3)
     client.volumes.list()
     cinder_deployment.freeze_api()
@@ -500,13 +432,14 @@ def test_api_down_killed_or_frozen(cinder_deployment: Any, project: tuple[str, A
 
 
 def test_tls_endpoint(cinder_deployment: Any, cinder_tls_url: str,
-                      project: tuple[str, Any], make_volume: Callable[..., Any]) -> None:
+                      cinder_project: tuple[str, Any],
+                      make_cinder_volume: Callable[..., Any]) -> None:
     """The HTTPS-only cinder-api: trusted with the test CA
     (cinder_ca_certificates_file), or with verification off
     (cinder_api_insecure); refused with only the system CAs."""
-    name, _ = project
+    name, _ = cinder_project
     assert cinder_tls_url.startswith("https://127.0.0.1:")
-    volume = make_volume(1)
+    volume = make_cinder_volume(1)
     trusted = cinder_deployment.client(name, tls=True, cacert=cinder_deployment.ca_file)
     assert [v.id for v in trusted.volumes.list()] == [volume.id]
     insecure = cinder_deployment.client(name, tls=True, insecure=True)

@@ -927,6 +927,20 @@ class Attachment:
     def brick_info(self) -> dict[str, Any]:
         return brick_connection_info(self.connection_info, self.keyring_path)
 
+    @contextlib.contextmanager
+    def read_only_handle(self) -> Iterator[Any]:
+        """A second handle on the attached image, opened read-only by librbd
+        (writes raise ``rbd.ReadOnlyImage``), through os-brick's own handle
+        maker; its temporary ceph.conf (with the keyring) is removed after."""
+        handle = self.connector._get_rbd_handle(self.brick_info(), read_only=True)
+        try:
+            yield handle
+        finally:
+            try:
+                handle.close()
+            finally:
+                Path(handle.rbd_conf).unlink(missing_ok=True)
+
     def open(self) -> Attachment:
         props = self.properties or brick_connector_properties()
         att = self.client.attachments.create(self.volume_id, None, mode=self.mode)

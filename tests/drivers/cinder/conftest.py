@@ -23,7 +23,8 @@ Fixtures:
 ``cinder_project``
     ``(name, client)``: a project of the test's own (noauth takes any name)
     and an admin cinderclient in it; at the end Cinder's own volume list of
-    that project must be empty (leftovers are removed and fail the test).
+    that project must be empty (leftovers are removed and fail the test), and
+    no os-brick ``$TMPDIR/brickrbd_*`` file (a keyring copy) may be left.
 ``make_cinder_volume``
     ``make(size_gb=1, volume_type="netapp", image_size=0)``: a volume in
     ``cinder_project`` made as glance_store's add makes it (``image-<id>``,
@@ -117,10 +118,14 @@ def cinder_project(cinder_deployment: Any, cinder_harness: Any,
                    cinder_owned_volumes: list[str]) -> Iterator[tuple[str, Any]]:
     """A project of the test's own and an admin cinderclient in it (3.54). At
     the end, every volume the test made itself must be gone or being deleted:
-    what is left is removed (attachments first), and the test fails."""
+    what is left is removed (attachments first), and the test fails; so does
+    a temporary ceph.conf of os-brick's (it holds the keyring) left behind."""
     name = "t" + uuid.uuid4().hex[:12]
     client = cinder_deployment.client(name)
+    confs = set(Path(tempfile.gettempdir()).glob("brickrbd_*"))
     yield name, client
+    # os-brick writes a ceph.conf with the cephx key per connection: none may stay.
+    assert set(Path(tempfile.gettempdir()).glob("brickrbd_*")) <= confs
     left = [v for v in cinder_deployment.volumes(name) if v["status"] != "deleting"]
     for volume in left:
         for att in volume["attachments"]:

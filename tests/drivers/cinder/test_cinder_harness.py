@@ -221,13 +221,10 @@ def test_read_only_attachments(
         assert read_all(att.file, 16) == b"X" * 16
         write_all(att.file, data[:16])
         # A read-only librbd handle on the same connection_info refuses.
-        handle = att.connector._get_rbd_handle(att.brick_info(), read_only=True)
-        try:
+        with att.read_only_handle() as handle:
             with pytest.raises(rbd.ReadOnlyImage):
                 handle.write(b"x")
             assert handle.read(len(data)) == data
-        finally:
-            handle.close()
 
     # glance_store marks a finished image volume read-only: every attachment
     # of it is then "ro", even one asked for "rw", and connection_info says so.
@@ -262,20 +259,15 @@ def test_several_readers_of_one_volume_at_once(
         assert str(exc.value).startswith(
             f"Invalid volume: Volume {volume.id} status must be available or downloading "
             f"to reserve, but the current status is in-use.")
-        handles = [one.connector._get_rbd_handle(one.brick_info(), read_only=True)
-                   for _ in range(2)]
-        try:
+        with one.read_only_handle() as h1, one.read_only_handle() as h2:
             results: list[bytes] = []
             threads = [threading.Thread(target=lambda h=h: results.append(
-                read_all(h, len(data)))) for h in handles]
+                read_all(h, len(data)))) for h in (h1, h2)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join(60)
             assert results == [data, data]
-        finally:
-            for h in handles:
-                h.close()
         assert len(client.volumes.get(volume.id).attachments) == 1
     assert client.volumes.get(volume.id).status == "available"
 

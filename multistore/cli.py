@@ -6,11 +6,14 @@
 
     stores [--detail]                       the store listing
     add FILE [--id ID] [--store S]          add an image (FILE '-' reads stdin)
-    get LOCATION [-o FILE] [--offset N] [--length N]
+    get LOCATION [LOCATION ...] [-o FILE] [--offset N] [--length N]
+        [--locations-file FILE] [--checksum MD5]   the best copy, failing over
     delete LOCATION
     copy LOCATION (--to S [S ...] | --all-stores)
     sweep [--store S ...] [--grace SECONDS] [--dry-run]
                                             remove what killed writers left behind
+    move --to S [S ...] [--records FILE] [--journal FILE] [--delete-source]
+        [--parallel N] [--dry-run]              retire a store: copy, verify, delete
     check-config                            load every store, report problems
     demo [--size MIB]                       add, copy everywhere, read back, verify
 
@@ -123,8 +126,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--hashing-algo", default="sha512")
     s.add_argument("--no-progress", action="store_true")
 
-    s = sub.add_parser("get", help="read an image")
-    s.add_argument("location")
+    s = sub.add_parser("get", help="read an image (from the best of several copies)")
+    s.add_argument("location", nargs="*",
+                   help="the image's location; several: the best copy is read and the "
+                        "next one takes over if it fails")
+    s.add_argument("--locations-file", metavar="FILE",
+                   help="the image's location records, JSON ([{\"url\": ..., "
+                        "\"metadata\": {\"store\": ...}}]), - for standard input")
+    s.add_argument("--checksum", help="the image's md5, checked at the end of a whole read")
     s.add_argument("-o", "--output", help="file to write (default: standard output)")
     s.add_argument("--offset", type=int, default=0)
     s.add_argument("--length", type=int)
@@ -149,6 +158,21 @@ def parser() -> argparse.ArgumentParser:
                    help="only what was untouched this long (default 3600); what a live "
                         "writer holds is never removed")
     s.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+
+    s = sub.add_parser("move", help="copy images to other stores, verify, then "
+                                    "optionally delete the source")
+    s.add_argument("--to", nargs="+", required=True, metavar="STORE")
+    s.add_argument("--records", default="-", metavar="FILE",
+                   help="JSON lines (or a JSON list) of location records: {\"url\": ..., "
+                        "\"image_id\": ..., \"metadata\": {\"store\": ...}, \"checksum\": ...}"
+                        "; - (the default) reads standard input")
+    s.add_argument("--journal", metavar="FILE",
+                   help="record progress here; a rerun with the same journal resumes")
+    s.add_argument("--delete-source", action="store_true",
+                   help="delete each source once every copy of it verified")
+    s.add_argument("--parallel", type=int, default=1, metavar="N")
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("check-config", help="load every store and report problems")
 
@@ -260,9 +284,33 @@ def cmd_add(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) 
     return _result(result)
 
 
+def _json_records(path: str) -> list[Any]:
+    """A JSON list, or JSON lines, from a file or standard input."""
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    try:
+        loaded = json.loads(text)
+        return loaded if isinstance(loaded, list) else [loaded]
+    except ValueError:
+        pass
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise errors.BadLocation(f"{path}: not JSON nor JSON lines: {exc}") from None
+
+
 def cmd_get(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) -> Any:
-    with stores.get(args.location, store=args.store, offset=args.offset,
-                    length=args.length) as reader:
+    locations: list[Any] = list(args.location)
+    if args.locations_file:
+        locations += _json_records(args.locations_file)
+    if not locations:
+        raise errors.BadLocation("give a location, or --locations-file", operation="get")
+    if len(locations) == 1 and isinstance(locations[0], str) and not args.checksum:
+        opened: Any = stores.get(locations[0], store=args.store, offset=args.offset,
+                                 length=args.length)
+    else:
+        opened = stores.open_best(locations, offset=args.offset, length=args.length,
+                                  checksum=args.checksum)
+    with opened as reader:
         if args.output:
             with open(args.output, "wb") as f:
                 for chunk in reader:
@@ -272,7 +320,36 @@ def cmd_get(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) 
                 sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
             return None
-    return {"location": args.location, "written": args.output, "size": reader.size}
+    shown = [redact(loc if isinstance(loc, str) else loc.get("url", "")) for loc in locations]
+    return {"location": shown[0] if len(shown) == 1 else shown, "written": args.output,
+            "size": reader.size, "switches": len(getattr(reader, "switches", ()))}
+
+
+def cmd_move(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) -> Any:
+    """One JSON line per image on standard output, as each finishes."""
+    records = _json_records(args.records)
+    overall = _progress(args, f"move {len(records)} images", err)
+    overall.set_size(len(records))
+    quiet = args.parallel > 1 or args.json or args.no_progress
+    failed = 0
+    for result in stores.move(records, args.to, delete_source=args.delete_source,
+                              journal=args.journal, parallel=args.parallel,
+                              dry_run=args.dry_run,
+                              progress=None if quiet else
+                              (lambda image_id: _progress(args, f"  {image_id}", err))):
+        line = result.as_json()
+        line["old"] = redact(line["old"])
+        for new in line["new"]:
+            new["url"] = redact(new["url"])
+        print(json.dumps(line), flush=True)
+        failed += result.error is not None
+        overall.relative_update(1)
+    overall.close()
+    if failed:
+        raise errors.MultistoreError(f"{failed} of {len(records)} images were not moved "
+                                     "(see their 'error'); their sources are kept",
+                                     operation="move")
+    return None
 
 
 def cmd_delete(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) -> Any:
@@ -344,8 +421,8 @@ def cmd_demo(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
 
 COMMANDS = {
     "stores": cmd_stores, "add": cmd_add, "get": cmd_get, "delete": cmd_delete,
-    "copy": cmd_copy, "sweep": cmd_sweep, "check-config": cmd_check_config,
-    "demo": cmd_demo,
+    "copy": cmd_copy, "move": cmd_move, "sweep": cmd_sweep,
+    "check-config": cmd_check_config, "demo": cmd_demo,
 }
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ named after their types.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import warnings
@@ -236,7 +237,8 @@ class StoreConf:
     """
 
     def __init__(self, conf: cfg.ConfigOpts, spec: StoreSpec,
-                 options: Sequence[cfg.Opt], defaults: Mapping[str, Any]) -> None:
+                 options: Sequence[cfg.Opt], defaults: Mapping[str, Any],
+                 shared_with_others: bool = False) -> None:
         self._conf = conf
         self.store_id = spec.id
         self.group = spec.group
@@ -245,13 +247,24 @@ class StoreConf:
         self._store_names = frozenset(o.dest for o in STORE_OPTS)
         self._driver_names = frozenset(o.dest for o in options)
         self._multi = frozenset(o.dest for o in options if o.multi)
-        self._register(spec, options, defaults)
+        self._register(spec, options, defaults, shared_with_others)
 
     def _register(self, spec: StoreSpec, options: Sequence[cfg.Opt],
-                  defaults: Mapping[str, Any]) -> None:
+                  defaults: Mapping[str, Any], shared_with_others: bool) -> None:
         if spec.group != CORE_GROUP:
-            _register(self._conf, STORE_OPTS, spec.group)
-        _register(self._conf, options, SHARED_GROUP)
+            for opt in STORE_OPTS:
+                # glance_store (multistore inside Glance) may have registered
+                # its own store_description and weight there: read those.
+                with contextlib.suppress(cfg.DuplicateOptError):
+                    self._conf.register_opt(opt, group=spec.group)
+        if shared_with_others:
+            # Inside Glance, glance_store's own drivers may have registered
+            # options of the same names in [backend_defaults]: theirs stay.
+            for opt in options:
+                with contextlib.suppress(cfg.DuplicateOptError):
+                    self._conf.register_opt(opt, group=SHARED_GROUP)
+        else:
+            _register(self._conf, options, SHARED_GROUP)
         for opt in options:
             local = copy.deepcopy(opt)
             local.default = defaults.get(opt.dest)

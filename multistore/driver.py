@@ -302,6 +302,19 @@ class Driver(abc.ABC, Generic[L]):
         ``capabilities.delete``."""
         raise NotImplementedError
 
+    def copy_within(self, source: Driver[Any], location: Location, image_id: str,
+                    context: Context = None) -> Stored | None:
+        """Copy an image from ``source`` (another store, perhaps of another
+        driver) inside the backend, without its bytes passing through this
+        process: a server-side copy, a clone, ``copy_file_range``.
+
+        Return ``None`` when this pair of stores cannot (another cluster,
+        another filesystem): the core then streams the copy. The copy must
+        be all or nothing, like a writer's, and raise Duplicate if the id
+        exists. The core reads the copy back to check and hash it.
+        """
+        return None
+
     # -- what killed writers left behind -----------------------------------
 
     def find_leftovers(self, grace: float, context: Context = None) -> Iterable[Leftover]:

@@ -430,8 +430,9 @@ class FileDriver(Driver[FileLocation]):
 
     # -- reading -----------------------------------------------------------
 
-    def open_reader(self, location: FileLocation, offset: int, length: int | None,
-                    context: Context = None) -> ReadStream:
+    def _open_image(self, location: FileLocation) -> tuple[int, os.stat_result]:
+        """The image's file, open for reading: a regular file in the datadir,
+        reached without following any link; its stat."""
         datadir, name = self._where(location)
         path = os.path.join(datadir, name)
         with self._dir(datadir) as dfd:
@@ -452,6 +453,11 @@ class FileDriver(Driver[FileLocation]):
         except BaseException:
             os.close(fd)
             raise
+        return fd, st
+
+    def open_reader(self, location: FileLocation, offset: int, length: int | None,
+                    context: Context = None) -> ReadStream:
+        fd, st = self._open_image(location)
         total = st.st_size
         start = min(offset, total)
         count = total - start if length is None else max(0, min(length, total - start))
@@ -485,6 +491,31 @@ class FileDriver(Driver[FileLocation]):
                 raise errors.NotFound(f"no image at {path}") from None
             if self.fsync:
                 os.fsync(dfd)
+
+
+    # -- copies inside the filesystem -----------------------------------------
+
+    def copy_within(self, source: Driver[Any], location: Location, image_id: str,
+                    context: Context = None) -> Stored | None:
+        """Another file store's image on the same filesystem: ``copy_file_range``
+        (the kernel copies, or shares extents on filesystems with reflinks)."""
+        if not isinstance(source, FileDriver) or not isinstance(location, FileLocation):
+            return None
+        src, st = source._open_image(location)
+        try:
+            writer = self.open_writer(image_id, st.st_size, context)
+            assert isinstance(writer, _FileWriter)
+            if os.fstat(writer.dfd).st_dev != st.st_dev:
+                writer.abort()
+                return None
+            try:
+                writer.copy_from(src, st.st_size)
+                return writer.commit()
+            except BaseException:
+                writer.abort()
+                raise
+        finally:
+            os.close(src)
 
 
 class _FileWriter(Writer):
@@ -528,6 +559,16 @@ class _FileWriter(Writer):
         self.written += n
         if _SYNC_FILE_RANGE is not None and self.written - self.synced_to >= WRITEBACK_EVERY:
             self._write_behind()
+
+    def copy_from(self, src: int, size: int) -> None:
+        """All of file descriptor ``src``, copied by the kernel."""
+        while self.written < size:
+            n = os.copy_file_range(src, self.fd, size - self.written, self.written,
+                                   self.written)
+            if n == 0:
+                raise errors.SizeMismatch(f"the source file shrank to {self.written} bytes "
+                                          f"while being copied ({size} expected)")
+            self.written += n
 
     def _write_behind(self) -> None:
         """Start write-back of what was just written; drop what is on disk.

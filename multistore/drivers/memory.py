@@ -114,6 +114,22 @@ class MemoryDriver(Driver[MemoryLocation]):
             except KeyError:
                 raise errors.NotFound(f"no image at {location}") from None
 
+    def copy_within(self, source: Driver[Any], location: Location, image_id: str,
+                    context: Context = None) -> Stored | None:
+        """Another memory store of the same backend: copied under its lock,
+        without the core's streaming."""
+        if not isinstance(source, MemoryDriver) or source.lock is not self.lock \
+                or not isinstance(location, MemoryLocation):
+            return None
+        data = source._image(location)
+        writer = _MemoryWriter(self, image_id)
+        try:
+            writer.write(memoryview(data))
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
     def find_leftovers(self, grace: float, context: Context = None) -> tuple[()]:
         # A memory store lives and dies with its process: nothing outlives a writer.
         return ()

@@ -17,7 +17,7 @@ import pytest
 
 import multistore
 from multistore import errors
-from multistore.drivers.http import HttpDriver, _keeps_credentials, _split
+from multistore.drivers.http import HttpDriver, HttpLocation, _keeps_credentials
 from multistore.testing import Generated, make_conf, random_bytes
 
 MiB = 1024 * 1024
@@ -522,15 +522,17 @@ def test_credentials_stay_on_their_origin(stores: Any, nginx: Any, image_id: str
 
 
 def test_origin_rules() -> None:
-    assert _keeps_credentials("http://a/x", "http://a:80/y")
-    assert _keeps_credentials("http://a/x", "https://a/y")
-    assert not _keeps_credentials("https://a/x", "http://a/y")
-    assert not _keeps_credentials("http://a/x", "http://a:8080/y")
-    assert not _keeps_credentials("http://a/x", "http://b/x")
-    url, auth = _split("https://us%40er:p%3Aw%2F@Host:8443/p/a%20b?q=1#frag")
-    assert url == "https://Host:8443/p/a%20b?q=1"
-    assert auth == ("us@er", "p:w/")
-    assert _split("http://h") == ("http://h/", None)
+    loc = HttpLocation.parse
+    assert _keeps_credentials(loc("http://a/x"), loc("http://a:80/y"))
+    assert _keeps_credentials(loc("http://a/x"), loc("https://a/y"))
+    assert not _keeps_credentials(loc("https://a/x"), loc("http://a/y"))
+    assert not _keeps_credentials(loc("http://a/x"), loc("http://a:8080/y"))
+    assert not _keeps_credentials(loc("http://a/x"), loc("http://b/x"))
+    parsed = loc("https://us%40er:p%3Aw%2F@Host:8443/p/a%20b?q=1#frag")
+    # Host names are case-insensitive: the request goes to the lowercase form.
+    assert parsed.url == "https://host:8443/p/a%20b?q=1"
+    assert parsed.auth == ("us@er", "p:w/")
+    assert (loc("http://h").url, loc("http://h").auth) == ("http://h/", None)
 
 
 # -- copies: importing from the web -------------------------------------------

@@ -469,6 +469,44 @@ def test_no_range_support_cannot_resume(make_http_stores: Any, breaking_proxy: A
         read(stores, proxy.url(f"nolength/{image_id}"))
 
 
+# -- odd object names ----------------------------------------------------------
+
+#: Names that are easy to get wrong in URLs (the conformance suite's odd ids,
+#: for a store that cannot add): each location names exactly one object.
+ODD_NAMES = ("%41", "A", "a b", "a?b", "a#b", "%25", "a%2Fb", "a+b", "\u00fc")
+
+
+@pytest.mark.parametrize("path, https, auth", [("images", False, False),
+                                               ("private", True, True)])
+def test_odd_object_names_read_back_exactly_their_object(
+        make_http_stores: Any, nginx: Any, path: str, https: bool, auth: bool) -> None:
+    prefix = new_id()
+    served = {f"{prefix}-{name}": f"object {index} {name!r}".encode() * (index + 1)
+              for index, name in enumerate(ODD_NAMES)}
+    for name, data in served.items():
+        nginx.put(name, data)
+    with make_http_stores(with_file=True,
+                          https_ca_certificates_file=str(nginx.ca_file)) as stores:
+        web = stores["web"]
+        base = web.locate(nginx.url(f"{path}/{prefix}", https=https, auth=auth))
+        urls = {}
+        for name, data in served.items():
+            location = base.with_image_id(name)
+            url = location.format()
+            assert location.image_id == name
+            assert web.locate(url) == location and web.driver.image_id(url) == name
+            assert read(stores, url) == data, name
+            assert stores.get_size(url) == len(data)
+            assert read(stores, url, offset=3, length=4) == data[3:7]
+            urls[name] = url
+        assert len(set(urls.values())) == len(served)
+        # A copy names the image after the object, and reads the right one.
+        for name in (f"{prefix}-%41", f"{prefix}-a?b", f"{prefix}-a#b"):
+            [copied] = stores.copy(urls[name], to=["local"])
+            assert stores["local"].locate(copied.location).image_id == name
+            assert read(stores, copied.location) == served[name]
+
+
 # -- credentials ---------------------------------------------------------------
 
 def test_basic_auth_from_the_url(stores: Any, nginx: Any, image_id: str,

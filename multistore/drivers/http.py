@@ -17,6 +17,11 @@ Differences from glance_store's http store, on purpose:
   ``http_max_redirects``, and only to http or https URLs; credentials are
   sent on to the same scheme, host and port only (or to https on the same
   host);
+- what the store may fetch is filtered, as Glance filters web-download
+  (``http_allowed_schemes`` ... ``http_disallowed_ports``), for the first
+  URL and every redirect target, host names resolved: a name that resolves
+  to a refused address is refused, and connections are made only to the
+  addresses checked, before a byte is sent;
 - a connection that drops during a read is resumed from the byte already
   delivered (``Range`` plus ``If-Range``, so a changed image is noticed),
   up to ``http_read_retries`` attempts in a row that deliver nothing
@@ -39,18 +44,22 @@ import ipaddress
 import logging
 import os
 import re
+import socket
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
-from oslo_config import cfg
+import urllib3.util.connection
+from oslo_config import cfg, types
 
 from multistore import errors
 from multistore.context import Context
@@ -80,6 +89,7 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECA
 _UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
 #: A host name as this driver accepts it (IP literals are checked apart).
 _HOST_NAME = re.compile(r"[^\s/\\?#@%:\[\]]+")
+_PORT = types.Integer(min=1, max=65535)
 
 OPTIONS = [
     cfg.StrOpt("https_ca_certificates_file",
@@ -110,6 +120,34 @@ OPTIONS = [
     cfg.FloatOpt("http_read_timeout", default=60.0, min=0.001,
                  help="Seconds to wait for the server's answer, and for each "
                       "block of data while reading."),
+    cfg.ListOpt("http_allowed_schemes", default=["http", "https"],
+                help="Schemes the store may fetch (the location and every "
+                     "redirect target): ``http``, ``https``. When not empty, "
+                     "``http_disallowed_schemes`` is ignored (as Glance's "
+                     "``allowed_schemes``)."),
+    cfg.ListOpt("http_disallowed_schemes", default=[],
+                help="Schemes the store refuses; used only when "
+                     "``http_allowed_schemes`` is empty."),
+    cfg.ListOpt("http_allowed_hosts", default=[],
+                help="Hosts the store may fetch from: host names, IP "
+                     "addresses and networks in CIDR form (``10.1.0.0/16``). "
+                     "A host name not listed is allowed only if every address "
+                     "it resolves to is in a listed network. Empty: any host. "
+                     "When not empty, ``http_disallowed_hosts`` is ignored."),
+    cfg.ListOpt("http_disallowed_hosts", default=[],
+                help="Hosts the store refuses: host names, IP addresses and "
+                     "networks in CIDR form (``169.254.0.0/16, 127.0.0.0/8``); "
+                     "a host name that resolves to an address in a listed "
+                     "network is refused. Used only when "
+                     "``http_allowed_hosts`` is empty."),
+    cfg.ListOpt("http_allowed_ports", item_type=_PORT, default=[],
+                help="Ports the store may fetch from (a URL without a port "
+                     "uses 80 or 443). Empty: any port (Glance's "
+                     "``allowed_ports`` defaults to 80 and 443). When not "
+                     "empty, ``http_disallowed_ports`` is ignored."),
+    cfg.ListOpt("http_disallowed_ports", item_type=_PORT, default=[],
+                help="Ports the store refuses; used only when "
+                     "``http_allowed_ports`` is empty."),
 ]
 
 #: A read stopped before its end (connection closed or reset, timeout,
@@ -151,9 +189,12 @@ class HttpLocation(Location):
         if re.search(r"[\x00-\x20\x7f]", url):
             raise ValueError("spaces or control characters in the URL")
         try:
-            host, port = parts.hostname, parts.port
+            port = parts.port
         except ValueError:
-            raise ValueError("the port is not a number from 0 to 65535") from None
+            port = 0
+        if port == 0:
+            raise ValueError("the port is not a number from 1 to 65535")
+        host = parts.hostname
         if not host or not (_HOST_NAME.fullmatch(host) or _address(host)):
             raise ValueError("no host name or IP address")
         if "@" in parts.fragment or ("@" in parts.query and not parts.path):
@@ -192,7 +233,8 @@ class HttpLocation(Location):
 
     @property
     def origin(self) -> tuple[str, str, int]:
-        return self.scheme, self.host.lower(), self.port or _DEFAULT_PORTS[self.scheme]
+        port = _DEFAULT_PORTS[self.scheme] if self.port is None else self.port
+        return self.scheme, self.host.lower(), port
 
     @property
     def image_id(self) -> str:  # type: ignore[override]
@@ -213,6 +255,104 @@ def _keeps_credentials(old: HttpLocation, new: HttpLocation) -> bool:
     return a == b or (a[1] == b[1] and (a[0], a[2], b[0], b[2]) == ("http", 80, "https", 443))
 
 
+# -- what the store may fetch ------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """One pair of ``http_allowed_<kind>``/``http_disallowed_<kind>`` lists,
+    with Glance's precedence: a non-empty allowed list wins."""
+
+    option: str
+    allow: bool
+    values: frozenset[Any]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def admits(self, value: Any) -> bool:
+        return (value in self.values) == self.allow
+
+    def admits_address(self, address: str) -> bool:
+        ip = _address(address)
+        return any(ip in net for net in self.networks) == self.allow
+
+    def refused(self, what: str) -> str:
+        return f"{what} is {'not ' if self.allow else ''}in {self.option}"
+
+
+class _Filter:
+    """The store's http_allowed_*/http_disallowed_* options, applied to each
+    URL before it is requested and to each address before it is connected to."""
+
+    def __init__(self, conf: Any, store_id: str) -> None:
+        self.schemes = self._rule(conf, store_id, "schemes")
+        self.ports = self._rule(conf, store_id, "ports")
+        self.hosts = self._rule(conf, store_id, "hosts")
+        if self.schemes and set(self.schemes.values) - set(_SCHEMES):
+            raise errors.ConfigError("the http store fetches only http and https",
+                                     option=self.schemes.option)
+
+    @staticmethod
+    def _rule(conf: Any, store_id: str, kind: str) -> _Rule | None:
+        allowed, disallowed = (getattr(conf, f"http_{w}_{kind}") or []
+                               for w in ("allowed", "disallowed"))
+        if allowed and disallowed:
+            LOG.warning("store %s: http_allowed_%s is set, so http_disallowed_%s is "
+                        "ignored", store_id, kind, kind)
+        if not (allowed or disallowed):
+            return None
+        option = f"http_{'allowed' if allowed else 'disallowed'}_{kind}"
+        if kind != "hosts":
+            return _Rule(option, bool(allowed), frozenset(
+                v.strip().lower() if isinstance(v, str) else v for v in allowed or disallowed))
+        names, networks = set(), []
+        for entry in allowed or disallowed:
+            text = entry.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                if not _HOST_NAME.fullmatch(text):
+                    raise errors.ConfigError(f"{entry!r} is not a host name, an IP address "
+                                             "or a network", option=option) from None
+                names.add(text)
+        return _Rule(option, bool(allowed), frozenset(names), tuple(networks))
+
+    def properties(self) -> dict[str, list[str]]:
+        return {r.option: sorted(map(str, [*r.values, *r.networks]))
+                for r in (self.schemes, self.ports, self.hosts) if r}
+
+    def refusal(self, location: HttpLocation) -> str | None:
+        """Why ``location`` may not be fetched; None if it may."""
+        if self.schemes and not self.schemes.admits(location.scheme):
+            return self.schemes.refused(f"the scheme {location.scheme}")
+        if self.ports and not self.ports.admits(location.origin[2]):
+            return self.ports.refused("its port")
+        if self.hosts:
+            try:
+                self.addresses(location.host, location.origin[2], resolve=False)
+            except errors.BadLocation as exc:
+                return exc.message
+        return None
+
+    def addresses(self, host: str, port: int, resolve: bool = True) -> list[str]:
+        """The addresses ``host`` may be reached at; BadLocation if the host
+        or any address it resolves to is refused. Without ``resolve``, names
+        are resolved only when a network rule needs it."""
+        rule = self.hosts
+        name = host.lower().rstrip(".")
+        named = rule is not None and name in rule.values
+        if rule is None or (named and rule.allow):
+            return _resolve(name, port) if resolve else []
+        if named or (rule.allow and not rule.networks):
+            raise errors.BadLocation(rule.refused(name))
+        if not rule.networks:
+            return _resolve(name, port) if resolve else []
+        addresses = [name] if _address(name) else _resolve(name, port)
+        for address in addresses:
+            if not rule.admits_address(address):
+                raise errors.BadLocation(rule.refused(
+                    address if address == name else f"{name} resolves to {address}, which"))
+        return addresses
+
+
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The IP address ``text`` is (IPv4-mapped IPv6 as IPv4), or None."""
     try:
@@ -223,11 +363,57 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return mapped or ip
 
 
+def _resolve(name: str, port: int) -> list[str]:
+    try:
+        found = socket.getaddrinfo(name, port, urllib3.util.connection.allowed_gai_family(),
+                                   socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise errors.BackendUnavailable(f"cannot resolve {name} to check it against the "
+                                        f"store's host filter: {exc.strerror}") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
+
+
+class _CheckedConnection(urllib3.connection.HTTPConnection):
+    """A connection made only to addresses the store's filter allows: the
+    host is resolved once, and the addresses checked are the ones connected
+    to, so a DNS answer that changes in between cannot slip through."""
+
+    addresses: ClassVar[Callable[[str, int], list[str]]]
+
+    def _new_conn(self) -> socket.socket:
+        name = self._dns_host
+        failure: Exception | None = None
+        for address in type(self).addresses(name, self.port):
+            self._dns_host = address
+            try:
+                return super()._new_conn()
+            except (urllib3.exceptions.NewConnectionError,
+                    urllib3.exceptions.ConnectTimeoutError) as exc:
+                failure = exc       # try the host's next address
+            finally:
+                self._dns_host = name
+        assert failure is not None   # getaddrinfo gives one address at least
+        raise failure
+
+
+def _checked_pools(addresses: Callable[[str, int], list[str]]) -> dict[str, type]:
+    """urllib3 pool classes whose connections go through ``addresses``."""
+    pools = {}
+    for scheme, pool in (("http", urllib3.connectionpool.HTTPConnectionPool),
+                         ("https", urllib3.connectionpool.HTTPSConnectionPool)):
+        bases = (_CheckedConnection, pool.ConnectionCls)
+        connection = type(f"Checked{pool.ConnectionCls.__name__}", bases,
+                          {"addresses": staticmethod(addresses)})
+        pools[scheme] = type(f"Checked{pool.__name__}", (pool,), {"ConnectionCls": connection})
+    return pools
+
+
 # -- the driver ----------------------------------------------------------------
 
 class HttpDriver(Driver[HttpLocation]):
     """Every well-formed http(s) URL is this store's (:meth:`holds` keeps the
-    base class's answer): it is the home of external URLs."""
+    base class's answer): it is the home of external URLs. Whether the
+    store may *fetch* it is the filter's business, at request time."""
 
     schemes = _SCHEMES
     location_type = HttpLocation
@@ -257,6 +443,7 @@ class HttpDriver(Driver[HttpLocation]):
         self.retry = RetryPolicy(attempts=c.http_read_retries, first_backoff=FIRST_BACKOFF,
                                  max_backoff=MAX_BACKOFF)
         self.timeout = (c.http_connect_timeout, c.http_read_timeout)
+        self.filter = _Filter(c, self.store_id)
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
 
@@ -297,7 +484,8 @@ class HttpDriver(Driver[HttpLocation]):
                 "max_redirects": self.max_redirects,
                 "read_retries": self.read_retries,
                 "connect_timeout": self.timeout[0],
-                "read_timeout": self.timeout[1]}
+                "read_timeout": self.timeout[1],
+                "filters": self.filter.properties()}
 
     def session(self) -> requests.Session:
         """The store's connection pool, created on first use."""
@@ -309,6 +497,11 @@ class HttpDriver(Driver[HttpLocation]):
                 session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
                 adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=32,
                                                         max_retries=0)
+                if self.filter.hosts:
+                    # Direct connections only: a proxy resolves names itself,
+                    # and the URL was checked before it was sent.
+                    adapter.poolmanager.pool_classes_by_scheme = _checked_pools(
+                        self.filter.addresses)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
                 session.headers["User-Agent"] = "multistore"
@@ -351,9 +544,13 @@ class HttpDriver(Driver[HttpLocation]):
         """Send ``method``, following redirects; a 2xx (or ``accept``) answer
         and the location it came from.
 
+        Every URL is checked against the store's filter before it is sent.
         404 and 410 raise NotFound; other statuses raise an error naming
         the status; the body of the answer is not read yet.
         """
+        why = self.filter.refusal(location)
+        if why:
+            raise errors.BadLocation(f"{location} is refused: {why}")
         current, visited = location, [location.url]
         while True:
             response = self._send(method, current, headers)
@@ -409,6 +606,9 @@ class HttpDriver(Driver[HttpLocation]):
         visited.append(new.url)
         if new.user is None and current.user is not None and _keeps_credentials(current, new):
             new = dataclasses.replace(new, user=current.user, password=current.password)
+        why = self.filter.refusal(new)
+        if why:
+            raise refuse(f"the server redirected to {new}, which is refused: {why}")
         LOG.debug("store %s: %s redirected (%d) to %s", self.store_id, current, status, new)
         return new
 

@@ -10,6 +10,7 @@ import os
 import re
 import time
 import tracemalloc
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -548,6 +549,76 @@ def test_credentials_never_in_logs_or_errors(make_http_stores: Any, nginx: Any,
     for text in [*messages, caplog.text]:
         assert secret not in text
     assert any("401" in m for m in messages)
+
+
+def errors_seen(call: Any) -> list[str]:
+    """The text and repr of the error ``call()`` raises, and of every cause."""
+    with pytest.raises(errors.MultistoreError) as info:
+        call()
+    seen: list[str] = []
+    error: BaseException | None = info.value
+    while error is not None and len(seen) < 40:
+        seen += [str(error), repr(error)]
+        error = error.__cause__ or error.__context__
+    return seen
+
+
+@pytest.mark.parametrize("password", ["Pfx1#Sfx2?Tail3", "4242?Mid5#End6", "#Lead7?"])
+def test_passwords_with_hash_or_question_mark_never_show(make_http_stores: Any, nginx: Any,
+                                                         image_id: str, caplog: Any,
+                                                         password: str) -> None:
+    """Written raw (malformed: BadLocation) or escaped (a wrong password: 401;
+    too many redirects; a dead server), the password is in no message, no
+    cause, no DEBUG log line and no repr."""
+    caplog.set_level(logging.DEBUG)
+    escaped = urllib.parse.quote(password, safe="")
+    user = nginx.user
+    locations = [nginx.url(f"private/{image_id}", auth=f"{user}:{password}"),
+                 nginx.url(f"private/{image_id}", auth=f"{user}:{escaped}"),
+                 nginx.url(f"hop/extra/{image_id}", auth=f"{user}:{escaped}"),
+                 f"http://{user}:{escaped}@127.0.0.1:18099/images/{image_id}"]
+    seen: list[str] = []
+    with make_http_stores(with_file=True, http_max_redirects=3) as stores:
+        for url in locations:
+            for call in (lambda url=url: read(stores, url),
+                         lambda url=url: stores.get_size(url),
+                         lambda url=url: stores.copy(url, to=["local"])):
+                seen += errors_seen(call)
+            try:
+                parsed = stores["web"].locate(url)
+            except errors.BadLocation as exc:
+                seen += [str(exc), repr(exc)]
+                assert url is locations[0]
+            else:
+                assert parsed.password == password
+                seen += [repr(parsed), str(parsed), repr(stores)]
+        seen += [repr(stores.store_for(locations[1])), repr(stores["web"].driver)]
+        seen += [str(stores.info(detail=True))]
+    pieces = [p for p in re.split(r"[#?]", password) if p]
+    assert len(seen) > 40
+    for text in [*seen, caplog.text, *(r.getMessage() for r in caplog.records)]:
+        for secret in (password, escaped, *pieces):
+            assert secret not in text, text
+
+
+def test_the_real_password_never_shows(make_http_stores: Any, nginx: Any, image_id: str,
+                                       image: bytes, caplog: Any) -> None:
+    """nginx's password holds '#', '@', '/' and '%': a read, a size, a copy
+    and a ranged read through a redirect log nothing of it at DEBUG."""
+    caplog.set_level(logging.DEBUG)
+    url = nginx.url(f"to-private/{image_id}", auth=True)
+    with make_http_stores(with_file=True) as stores:
+        assert read(stores, url) == image
+        assert stores.get_size(url) == len(image)
+        assert read(stores, url, offset=1, length=2) == image[1:3]
+        [copied] = stores.copy(url, to=["local"])
+        parsed = stores["web"].locate(url)
+        texts = [repr(parsed), str(parsed), repr(copied),
+                 caplog.text, *(r.getMessage() for r in caplog.records)]
+    assert "redirected" in caplog.text   # DEBUG was on
+    for text in texts:
+        for secret in (nginx.password, urllib.parse.quote(nginx.password, safe="")):
+            assert secret not in text, text
 
 
 def test_credentials_stay_on_their_origin(stores: Any, nginx: Any, image_id: str,

@@ -10,7 +10,10 @@ directory, serves one image of ``--size-mib`` random MiB, and measures
 - a whole-image ``get`` over http and https;
 - 1 MiB ranged reads at random offsets (reads per second);
 - ``get_size`` (HEAD) per second;
-- ``copy`` from http into a file store (md5 + sha512 + write + fsync).
+- ``copy`` from http into a file store (md5 + sha512 + write + fsync);
+
+and for each, the CPU this process spent (every thread), per GiB or per
+call: on a busy machine it moves less than the rates.
 
 With ``--variant NAME=DIR`` (repeatable), every run of every measurement is
 a fresh process, once with this checkout and once per variant with ``DIR``
@@ -55,13 +58,21 @@ def load_harness() -> Any:
     return module
 
 
-def median_rate(runs: int, amount: float, fn: Callable[[], object]) -> float:
-    rates = []
+def median_rate(runs: int, amount: float, fn: Callable[[], object]) -> tuple[float, float]:
+    """The median rate (``amount`` per second) of ``runs`` calls, and the
+    median CPU seconds (this process, every thread) per ``amount``: on a
+    busy machine the CPU a call costs moves less than its rate."""
+    rates, cpu = [], []
     for _ in range(runs):
-        started = time.perf_counter()
+        started, cpu0 = time.perf_counter(), time.process_time()
         fn()
         rates.append(amount / (time.perf_counter() - started))
-    return statistics.median(rates)
+        cpu.append((time.process_time() - cpu0) / amount)
+    return statistics.median(rates), statistics.median(cpu)
+
+
+def fmt(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
 
 
 def drain(stores: Any, url: str, **kwargs: object) -> int:
@@ -90,6 +101,15 @@ def measure(nginx: Any, tmp: str, size_mib: int, runs: int) -> list[tuple[str, f
     https_url = nginx.url("images/image", https=True)
     results: list[tuple[str, float, str]] = []
     mb = size / 1e6
+
+    def add(name: str, amount: float, unit: str, fn: Callable[[], object]) -> None:
+        rate, cpu = median_rate(runs, amount, fn)
+        results.append((name, rate, unit))
+        if unit == "MB/s":
+            results.append((f"{name}, client CPU", cpu * 1e3 * 1.073741824, "CPU s/GiB"))
+        else:
+            results.append((f"{name}, client CPU", cpu * 1e6, "CPU µs/call"))
+
     session = requests.Session()
 
     def baseline() -> None:
@@ -98,30 +118,26 @@ def measure(nginx: Any, tmp: str, size_mib: int, runs: int) -> list[tuple[str, f
             for _ in response.raw.stream(4 * MiB, decode_content=False):
                 pass
 
-    results.append(("requests alone, http, 4 MiB blocks",
-                    median_rate(runs, mb, baseline), "MB/s"))
+    add("requests alone, http, 4 MiB blocks", mb, "MB/s", baseline)
     with multistore.load(conf) as stores:
         for name, url in (("http", http_url), ("https", https_url)):
-            rate = median_rate(runs, mb, lambda u=url: drain(stores, u))
-            results.append((f"get, {name}", rate, "MB/s"))
+            add(f"get, {name}", mb, "MB/s", lambda u=url: drain(stores, u))
         offsets = [rng.randrange(0, size - MiB) for _ in range(200)]
 
         def ranged() -> None:
             for offset in offsets:
                 drain(stores, http_url, offset=offset, length=MiB)
 
-        results.append(("1 MiB ranged reads, http", median_rate(runs, len(offsets), ranged),
-                        "reads/s"))
-        rate = median_rate(runs, 500, lambda: [stores.get_size(http_url) for _ in range(500)])
-        results.append(("get_size (HEAD), http", rate, "calls/s"))
+        add("1 MiB ranged reads, http", len(offsets), "reads/s", ranged)
+        add("get_size (HEAD), http", 500, "calls/s",
+            lambda: [stores.get_size(http_url) for _ in range(500)])
         counter = iter(range(1000))
 
         def copy() -> None:
             result = stores.copy(http_url, to=["local"], image_id=f"c{next(counter)}")
             stores.delete(result[0].location)
 
-        results.append(("copy http -> file (md5, sha512, fsync)", median_rate(runs, mb, copy),
-                        "MB/s"))
+        add("copy http -> file (md5, sha512, fsync)", mb, "MB/s", copy)
     results.append(("peak RSS of the process",
                     resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "MiB"))
     return results
@@ -155,7 +171,7 @@ def run_variants(args: argparse.Namespace, tmp: str) -> None:
     for row, unit in units.items():
         cells = [found[n][row] for n in variants]
         print(f"| {row} ({unit}) | " + " | ".join(
-            f"{statistics.median(c):,.0f} ({min(c):,.0f}-{max(c):,.0f})" for c in cells) + " |")
+            f"{fmt(statistics.median(c))} ({fmt(min(c))}-{fmt(max(c))})" for c in cells) + " |")
 
 
 def main() -> None:
@@ -188,7 +204,7 @@ def main() -> None:
             nginx.stop()
     print(f"image {args.size_mib} MiB, median of {args.runs} runs")
     for name, value, unit in results:
-        print(f"  {name:42s} {f'{value:,.0f} {unit}':>14s}")
+        print(f"  {name:50s} {f'{fmt(value)} {unit}':>18s}")
 
 
 if __name__ == "__main__":

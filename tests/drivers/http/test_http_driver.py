@@ -90,6 +90,27 @@ def test_every_http_url_belongs_to_the_store(stores: Any) -> None:
     assert driver.image_id("https://h/images/cirros%200.6.img?sig=1") == "cirros 0.6.img"
 
 
+def test_locations_round_trip_and_malformed_ones_are_refused(stores: Any) -> None:
+    web = stores["web"]
+    for url in ("http://h", "https://H.example:8443/a/b/?x=1&y=%2F", "http://[::1]:8080/i",
+                "http://u@h/x", "http://u:@h/x", "http://:p@h/x", "http://u%3Ax:p%40ss%23%3F@h/",
+                "http://h/dir/", "http://h/a%20b;c=d/%C3%BC?sig=a%2Bb", "http://h/x?",
+                "HTTP://h:80/x#fragment", "http://h/v1/@latest/img?mail=a@b"):
+        location = web.locate(url)
+        assert type(location).parse(location.format()) == location, url
+        assert web.locate(location.format()) == location
+        again = location.with_image_id("%41 a?b#c")
+        assert again.image_id == "%41 a?b#c" and web.locate(again.format()) == again
+    assert web.locate("http://h/dir/").image_id == "dir"
+    assert web.locate("http://u:p@h/x") != web.locate("http://u:q@h/x")
+    assert "p%40ss" not in repr(web.locate("http://u:p%40ss@h/x"))
+    for url in ("http://h/a b", "http://h/a%zz", "http://h/%FF", "http://h:0/x",
+                "http://u:12#34@h/x", "http://u:12?34@h/x", "http://h/x#a@b",
+                "http://a\\b/x", "http://h%41/x", "http://[evil]/x", "http://h/\x7f"):
+        with pytest.raises(errors.BadLocation):
+            web.locate(url)
+
+
 def test_add_and_delete_are_refused(stores: Any, nginx: Any, image_id: str) -> None:
     with pytest.raises(errors.AddNotSupported, match="read-only http store"):
         stores.add(new_id(), b"x", 1)

@@ -63,7 +63,7 @@ def test_defaults_filter_nothing_but_the_scheme(make_http_stores: Any) -> None:
      "2130706434 resolves to 127.0.0.2, which is in http_disallowed_hosts"),
     ({"http_disallowed_hosts": "127.0.0.2"}, "http://0x7f.2:{port}/x",
      "resolves to 127.0.0.2, which is in http_disallowed_hosts"),
-    ({"http_disallowed_hosts": "evil.example, 127.0.0.2"}, "http://EVIL.example.:{port}/",
+    ({"http_disallowed_hosts": "evil.example, 127.0.0.2"}, "http://EVIL.example.:{port}/x",
      "evil.example is in http_disallowed_hosts"),
     ({"http_allowed_ports": "18080, 443"}, "http://127.0.0.2:{port}/x",
      "its port is not in http_allowed_ports"),

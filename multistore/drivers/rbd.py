@@ -440,18 +440,20 @@ class RbdDriver(Driver[RbdLocation]):
     def delete(self, location: RbdLocation, context: Context = None) -> None:
         self._remove(self._ready_for(location), location.image_id, location.snapshot)
 
-    def _remove(self, ioctx: Any, name: str, snap: str | None, partial: bool = False) -> None:
+    def _remove(self, ioctx: Any, name: str, snap: str | None) -> None:
         """Remove snapshot ``snap`` (NotFound if the image has none of that
-        name, unless ``partial``; InUse if it has clones), then the image,
-        unless the store's own snapshot remains (another location names it).
-        An image that keeps snapshots someone else made goes to the RBD
-        trash, as glance_store does; clones of those keep working."""
+        name; InUse if it has clones), then the image, unless the store's own
+        snapshot remains (another location names it). ``snap`` None (the
+        image head) removes the store's own snapshot first, if it is there:
+        its clones refuse the deletion too. An image that keeps snapshots
+        someone else made goes to the RBD trash, as glance_store does; clones
+        of those keep working."""
         b = self.rbd
         try:
             with b.Image(ioctx, name) as image:
                 snaps = {s["name"] for s in image.list_snaps()}
-                if partial and snap not in snaps:
-                    snap = None
+                if snap is None and SNAPSHOT in snaps:
+                    snap = SNAPSHOT
                 if snap is not None:
                     if snap not in snaps:
                         raise errors.NotFound(f"image {name!r} has no snapshot {snap!r}; "
@@ -484,7 +486,7 @@ class RbdDriver(Driver[RbdLocation]):
         """Remove a partial image (and its snapshot, if commit got that far)."""
         if not name.startswith(PARTIAL_PREFIX):
             raise errors.BadLocation(f"{name!r} is not a partial image")
-        self._remove(ioctx, name, SNAPSHOT, partial=True)
+        self._remove(ioctx, name, None)
 
     def remove_later(self, name: str, writer: _RbdWriter | None = None) -> None:
         """Remember a partial image an abort could not remove, to remove it at

@@ -173,11 +173,15 @@ def test_two_stores_on_two_clusters(ceph_a, ceph_b, make_rbd_stores):
 
 # -- delete ------------------------------------------------------------------
 
-def test_delete_refused_while_cloned(stores, ceph_a):
+@pytest.mark.parametrize("form", ["snapshot", "legacy"])
+def test_delete_refused_while_cloned(stores, ceph_a, form):
+    """Through either location form (rbd://<id> names the same image: it
+    used to go to the trash, clones and all)."""
     import rbd
     data = random_bytes(2 * MiB, seed=5)
     image_id = new_id()
     result = stores.add(image_id, data, len(data))
+    location = result.location if form == "snapshot" else f"rbd://{image_id}"
     clone = f"clone-{image_id}"
     with pool_io(ceph_a) as ioctx:
         # What nova / cinder do with a glance image: clone the protected snapshot.
@@ -185,7 +189,7 @@ def test_delete_refused_while_cloned(stores, ceph_a):
                         features=rbd.RBD_FEATURE_LAYERING)
         try:
             with pytest.raises(errors.InUse) as info:
-                stores.delete(result.location)
+                stores.delete(location)
             assert "clone" in str(info.value) and clone in str(info.value)
             assert "nothing was deleted" in str(info.value)
             assert info.value.store == "ceph"
@@ -197,8 +201,9 @@ def test_delete_refused_while_cloned(stores, ceph_a):
                 assert img.read(0, 100) == data[:100]
         finally:
             rbd.RBD().remove(ioctx, clone)
-    stores.delete(result.location)
+    stores.delete(location)
     assert image_id not in ceph_a.images()
+    assert image_id not in ceph_a.rbd("trash", "ls")
     with pytest.raises(errors.NotFound):
         stores.delete(result.location)
 

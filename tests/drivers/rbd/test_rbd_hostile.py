@@ -8,6 +8,7 @@ of the test harness (``ceph_a``).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.parse
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,23 @@ def stores(ceph_a, make_rbd_stores):
         yield s
 
 
+@dataclasses.dataclass(frozen=True)
+class Victim:
+    image_id: str
+    data: bytes
+    location: str
+
+
+@pytest.fixture
+def victim(stores) -> Iterator[Victim]:
+    """An image the test's hostile calls must leave whole (checked at the end)."""
+    image_id, data = new_id(), random_bytes(MiB, seed=20)
+    added = Victim(image_id, data, stores.add(image_id, data, len(data)).location)
+    yield added
+    assert read(stores, added.location) == data
+    stores.delete(added.location)
+
+
 def refused(stores, location: str, error: type[errors.MultistoreError]) -> None:
     """get_size, get and delete of ``location`` all raise ``error``."""
     for call in (stores.get_size, lambda loc: read(stores, loc), stores.delete):
@@ -47,21 +66,17 @@ def partials_of(cluster, image_id: str) -> list[str]:
 
 # -- locations that name something else ------------------------------------------
 
-def test_delete_naming_a_snapshot_the_image_lacks_is_not_found(stores, ceph_a):
+def test_delete_naming_a_snapshot_the_image_lacks_is_not_found(stores, ceph_a, victim):
     """Issue 16, item 1: such a delete used to move the image to the trash."""
     import rbd
-    data = random_bytes(MiB, seed=21)
-    image_id = new_id()
-    result = stores.add(image_id, data, len(data))
+    bsnap = f"rbd://{ceph_a.fsid}/images/{victim.image_id}/bsnap"
     with pytest.raises(errors.NotFound) as info:
-        stores.delete(f"rbd://{ceph_a.fsid}/images/{image_id}/bsnap")
+        stores.delete(bsnap)
     assert info.value.store == "ceph" and info.value.operation == "delete"
-    refused(stores, f"rbd://{ceph_a.fsid}/images/{image_id}/bsnap", errors.NotFound)
-    with pool_io(ceph_a) as ioctx, rbd.Image(ioctx, image_id, read_only=True) as img:
+    refused(stores, bsnap, errors.NotFound)
+    with pool_io(ceph_a) as ioctx, rbd.Image(ioctx, victim.image_id, read_only=True) as img:
         assert [s["name"] for s in img.list_snaps()] == ["snap"]
         assert img.is_protected_snap("snap")
-    assert read(stores, result.location) == data
-    stores.delete(result.location)
 
 
 def test_delete_naming_another_snapshot_removes_only_that_snapshot(stores, ceph_a):
@@ -79,35 +94,10 @@ def test_delete_naming_another_snapshot_removes_only_that_snapshot(stores, ceph_
     assert image_id not in ceph_a.images()
 
 
-def test_deleting_the_legacy_location_of_a_cloned_image_is_refused(stores, ceph_a):
-    """``rbd://<id>`` names the same image as its snapshot location: its
-    clones refuse the deletion there too (it used to go to the trash)."""
-    import rbd
-    data = random_bytes(MiB, seed=31)
-    image_id = new_id()
-    result = stores.add(image_id, data, len(data))
-    clone = f"clone-{image_id}"
-    with pool_io(ceph_a) as ioctx:
-        rbd.RBD().clone(ioctx, image_id, "snap", ioctx, clone,
-                        features=rbd.RBD_FEATURE_LAYERING)
-        try:
-            with pytest.raises(errors.InUse, match=clone):
-                stores.delete(f"rbd://{image_id}")
-            assert read(stores, result.location) == data
-        finally:
-            rbd.RBD().remove(ioctx, clone)
-    stores.delete(f"rbd://{image_id}")
-    refused(stores, result.location, errors.NotFound)
-    assert image_id not in ceph_a.rbd("trash", "ls")
-
-
-def test_locations_that_would_alias_another_image_are_refused(stores, ceph_a):
+def test_locations_that_would_alias_another_image_are_refused(stores, ceph_a, victim):
     """An encoded NUL would be cut by librbd (naming the image before it);
     ``@`` is part of a name, never a snapshot separator."""
-    data = random_bytes(MiB, seed=23)
-    image_id = new_id()
-    result = stores.add(image_id, data, len(data))
-    fsid = ceph_a.fsid
+    fsid, image_id = ceph_a.fsid, victim.image_id
     for location in (f"rbd://{fsid}/images/{image_id}%00junk/snap", f"rbd://{image_id}%00x",
                      f"rbd://{fsid}/images/{image_id}/snap%00junk",
                      f"rbd://{fsid}/images/{image_id}%0A/snap"):
@@ -115,32 +105,22 @@ def test_locations_that_would_alias_another_image_are_refused(stores, ceph_a):
     for location in (f"rbd://{fsid}/images/{image_id}%40snap/snap", f"rbd://{image_id}%40snap",
                      f"rbd://{fsid}/images/{image_id}/snap%40x"):
         refused(stores, location, errors.NotFound)
-    assert read(stores, result.location) == data
-    stores.delete(result.location)
 
 
-def test_locations_of_another_cluster_or_pool_are_refused(stores, ceph_a):
-    data = random_bytes(MiB, seed=24)
-    image_id = new_id()
-    result = stores.add(image_id, data, len(data))
-    for location in (f"rbd://{uuid.uuid4()}/images/{image_id}/snap",
-                     f"rbd://{ceph_a.fsid}/other/{image_id}/snap",
-                     f"rbd://{ceph_a.fsid.upper()}/images/{image_id}/snap"):
+def test_locations_of_another_cluster_or_pool_are_refused(stores, ceph_a, victim):
+    for location in (f"rbd://{uuid.uuid4()}/images/{victim.image_id}/snap",
+                     f"rbd://{ceph_a.fsid}/other/{victim.image_id}/snap",
+                     f"rbd://{ceph_a.fsid.upper()}/images/{victim.image_id}/snap"):
         refused(stores, location, errors.BadLocation)
-    assert read(stores, result.location) == data
-    stores.delete(result.location)
 
 
-def test_a_ceph_conf_without_fsid_still_refuses_other_clusters(stores, ceph_a,
-                                                               make_rbd_stores, tmp_path):
+def test_a_ceph_conf_without_fsid_still_refuses_other_clusters(ceph_a, make_rbd_stores,
+                                                               tmp_path, victim):
     """Before connecting, a store whose ceph.conf names no fsid cannot tell
     its cluster's locations from another's: once connected it must."""
-    data = random_bytes(MiB, seed=25)
-    image_id = new_id()
-    result = stores.add(image_id, data, len(data))
     conf = re.sub(r"(?m)^fsid = .*\n", "", Path(ceph_a.conf_path).read_text())
     (tmp_path / "nofsid.conf").write_text(conf)
-    foreign = f"rbd://{uuid.uuid4()}/images/{image_id}/snap"
+    foreign = f"rbd://{uuid.uuid4()}/images/{victim.image_id}/snap"
     for call in (lambda s: read(s, foreign), lambda s: s.get_size(foreign),
                  lambda s: s.delete(foreign)):
         with make_rbd_stores({"ceph": (ceph_a, {"rbd_store_ceph_conf":
@@ -148,8 +128,7 @@ def test_a_ceph_conf_without_fsid_still_refuses_other_clusters(stores, ceph_a,
             assert blind["ceph"].driver.fsid is None        # nothing connected yet
             with pytest.raises(errors.BadLocation):
                 call(blind)
-            assert read(blind, result.location) == data
-    stores.delete(result.location)
+            assert read(blind, victim.location) == victim.data
 
 
 def test_legacy_locations_of_odd_ids_name_exactly_their_image(stores, ceph_a):

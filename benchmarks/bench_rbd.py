@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
             sample: dict[str, Any] = run(*a, **kw)
             sample["cluster_cpu"] = _cluster_cpu(cluster) - before
             results[way][op].append(sample)
+            print(f"  {way} {op}: {size / 1e6 / sample['seconds']:.0f} MB/s, CPU "
+                  f"{sample['cpu']:.1f} + {sample['cluster_cpu']:.1f} s, peak RSS "
+                  f"{sample['maxrss_mib']:.0f} MiB", file=sys.stderr)
             return sample
 
         for rnd in range(args.rounds):

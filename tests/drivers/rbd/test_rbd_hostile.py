@@ -9,6 +9,7 @@ of the test harness (``ceph_a``).
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 import signal
 import subprocess
@@ -141,6 +142,28 @@ def test_legacy_locations_of_odd_ids_name_exactly_their_image(stores, ceph_a):
         assert RbdLocation.parse(legacy).image_id == image_id
         assert read(stores, legacy) == image_id.encode()
         stores.delete(location)
+
+
+def test_locations_round_trip_and_random_strings_parse_to_one_image_or_none():
+    """parse(format(x)) == x for every id the core accepts, in both forms;
+    any other string is a ValueError or a location that formats back to
+    itself, never another exception."""
+    rng = random.Random(16)
+    alphabet = "aZ09-._~%/@?#:;+ &=!$'()*,[]\\\x00\t\n\x7f\u00fc\u20ac\U0001f600"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+        if "/" not in text and "\\" not in text and not any(c < " " or c == "\x7f"
+                                                            for c in text):
+            for location in (RbdLocation("f", "images", text, "snap"),
+                             RbdLocation(None, None, text, None)):
+                assert RbdLocation.parse(location.format()) == location
+        for url in (f"rbd://{text}", f"rbd://f/images/{text}/snap", f"rbd://{text}/p/i/s",
+                    f"rbd:/{text}", "rbd://" + "/".join([text] * rng.randint(2, 5))):
+            try:
+                parsed = RbdLocation.parse(url)
+            except ValueError:
+                continue
+            assert RbdLocation.parse(parsed.format()) == parsed, url
 
 
 # -- partial images -----------------------------------------------------------------

@@ -48,7 +48,7 @@ from oslo_config import cfg
 from multistore import errors
 from multistore.context import Context
 from multistore.driver import Capabilities, Driver, Leftover, ReadStream, Stored, Writer
-from multistore.location import Location, quote, split_url, unquote
+from multistore.location import Location, image_id_problem, quote, split_url, unquote
 from multistore.retry import RetryPolicy
 
 LOG = logging.getLogger(__name__)
@@ -133,8 +133,10 @@ class RbdLocation(Location):
     Parts are split on ``/`` and unquoted as glance_store does (the legacy
     form is unquoted too, which changes nothing for the UUIDs glance wrote).
     Parts holding control characters are refused (librbd would cut a name
-    at an encoded NUL), and so are image names with a backslash: no image
-    id holds one, partial images' names do.
+    at an encoded NUL), and so are image names that are no image id
+    (:func:`~multistore.location.image_id_problem`): no location names what
+    an add could not have made, partial images included (their names hold a
+    backslash).
     """
 
     fsid: str | None
@@ -155,8 +157,9 @@ class RbdLocation(Location):
             fsid, pool, image, snapshot = None, None, pieces[0], None
         else:
             fsid, pool, image, snapshot = pieces
-        if "\\" in image:
-            raise ValueError("an image name with a backslash (only partial images have one)")
+        why = image_id_problem(image)
+        if why:   # partial images' names hold a backslash, so no location names one
+            raise ValueError(f"not an image id: {why}")
         return cls(fsid, pool, image, snapshot)
 
     def format(self) -> str:
@@ -546,10 +549,13 @@ class RbdDriver(Driver[RbdLocation]):
                                             _seconds(image.modify_timestamp()))
                     if age <= grace or list(image.watchers_list()):
                         continue
-                    size = int(image.size())
             except self.rbd.ImageNotFound:
                 continue            # committed or removed meanwhile
-            found.append(Leftover(f"{self.pool}/{name}", size, age, name))
+            # Size unknown: the provisioned size overstates what a partial
+            # image holds (an image of unknown size grows by 1 GiB and more
+            # at a time), and librbd's diff_iterate aborts the process on
+            # some images of killed writers (Pacific: object map size assert).
+            found.append(Leftover(f"{self.pool}/{name}", None, age, name))
         return found
 
     def remove_leftover(self, leftover: Leftover, context: Context = None) -> None:

@@ -149,6 +149,8 @@ def parser() -> argparse.ArgumentParser:
     target.add_argument("--to", nargs="+", metavar="STORE")
     target.add_argument("--all-stores", action="store_true")
     s.add_argument("--store", help="the source store (default: found from the location)")
+    s.add_argument("--id", help="the image id of the copies (default: the location's; "
+                                "needed for a web URL whose last path segment is no valid id)")
     s.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sweep", help="find and remove what killed writers left behind")
@@ -360,7 +362,7 @@ def cmd_delete(stores: multistore.StoreSet, args: argparse.Namespace, err: TextI
 def cmd_copy(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) -> Any:
     bar = _progress(args, "copy", err)
     results = stores.copy(args.location, "all" if args.all_stores else args.to,
-                          store=args.store, progress=bar)
+                          store=args.store, image_id=args.id, progress=bar)
     bar.close()
     return [_result(r) for r in results]
 

@@ -876,10 +876,11 @@ def _reason(exc: BaseException) -> str:
         text = args[0] if inner in args[0] else f"{args[0].rstrip('.')}: {inner}"
     else:
         text = str(current)
-    # urllib3 puts "HTTPConnectionPool(...): Max retries ... url: /path" or
-    # "<connection object at 0x...>: " before the cause.
+    # urllib3 puts "HTTPConnectionPool(...): Max retries ... url: /path",
+    # "HTTPConnection(host=..., port=...): " or "<connection object at
+    # 0x...>: " before the cause.
     text = re.sub(r"^<[^>]*>:\s*", "", text)
-    text = re.sub(r"\w+ConnectionPool\(host='[^']*', port=\d+\):\s*", "", text)
+    text = re.sub(r"\w+Connection(?:Pool)?\(host='[^']*', port=\d+\):\s*", "", text)
     return text or type(current).__name__
 
 

@@ -152,6 +152,8 @@ def parser() -> argparse.ArgumentParser:
                    help="let a backend copy inside itself where it can (the copy is "
                         "read back to check it)")
     s.add_argument("--store", help="the source store (default: found from the location)")
+    s.add_argument("--id", help="the image id of the copies (default: the location's; "
+                                "needed for a web URL whose last path segment is no valid id)")
     s.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sweep", help="find and remove what killed writers left behind")
@@ -365,7 +367,8 @@ def cmd_delete(stores: multistore.StoreSet, args: argparse.Namespace, err: TextI
 def cmd_copy(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) -> Any:
     bar = _progress(args, "copy", err)
     results = stores.copy(args.location, "all" if args.all_stores else args.to,
-                          store=args.store, progress=bar, offload=args.offload)
+                          store=args.store, image_id=args.id, progress=bar,
+                          offload=args.offload)
     bar.close()
     return [_result(r) for r in results]
 

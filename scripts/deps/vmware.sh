@@ -14,9 +14,10 @@
 # sources (/usr/share/gocode). The binary is kept in
 # ${MULTISTORE_CACHE:-/var/cache/multistore}/vcsim/KEY/vcsim, KEY a hash of
 # main.go and of the versions of the packages it is built from: a cold
-# build takes 20-35 s on 2 cores, a rebuild after a change of main.go a few
-# seconds (Go's build cache is kept beside it), and nothing is done when
-# the binary for KEY exists.
+# build takes 20-35 s on 2 idle cores (about 60 s of CPU), a rebuild after
+# a change of main.go a few seconds (Go's build cache, ~170 MB, is kept
+# beside it), nothing is done when the binary for KEY exists, and binaries
+# of other keys are removed.
 set -euo pipefail
 # shellcheck source=scripts/deps/lib/apt.sh
 . "$(dirname "$0")/lib/apt.sh"
@@ -56,6 +57,9 @@ build() {
     fi
     # Another build of the same key may have finished first: either is good.
     mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp"
+    # Binaries of other keys are stale (a running one keeps running).
+    find "$CACHE" -mindepth 1 -maxdepth 1 -type d -regextype posix-extended \
+        -regex '.*/[0-9a-f]{16}' ! -name "$key" -exec rm -rf {} +
     echo "vmware.sh: built in $(( $(date +%s) - started )) s" >&2
     echo "$dir/vcsim"
 }

@@ -298,9 +298,8 @@ class Vcsim:
         """End vcsim by its PID file: TERM (it removes its datastores), then KILL."""
         pid = self.pid()
         if pid is not None:
-            if self.frozen:
-                os.kill(pid, signal.SIGCONT)
             os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)    # were it frozen, by us or another process
             if not self._reap(pid, grace):
                 os.kill(pid, signal.SIGKILL)
                 self._reap(pid, 10)

@@ -46,14 +46,21 @@ def _directory(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"multistore-vcsim-{name}-", dir=base))
 
 
-def _run(sim: Any) -> Iterator[Any]:
+def _start(sim: Any) -> Any:
     # A run ended by SIGTERM (a CI timeout) must still stop vcsim.
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
     atexit.register(sim.purge)      # idempotent; for exits that skip teardown
     try:
-        sim.start()
-        yield sim
+        return sim.start()
+    except BaseException:
+        sim.purge()
+        raise
+
+
+def _run(sim: Any) -> Iterator[Any]:
+    try:
+        yield _start(sim)
     finally:
         sim.purge()
 
@@ -83,7 +90,7 @@ def make_vcsim() -> Iterator[Callable[..., Any]]:
             raise harness.VcsimError("no free port in 17110-17199")
         sim = harness.Vcsim(_directory("private"), port, **options)
         started.append(sim)
-        return sim.start()
+        return _start(sim)
 
     yield make
     for sim in started:

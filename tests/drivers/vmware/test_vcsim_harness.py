@@ -133,7 +133,7 @@ def test_recursive_traversal_crashes_vcsim_with_vms(make_vcsim: Any) -> None:
     s = open_session(sim)
     with pytest.raises(vexc.VimConnectionException):
         vim_util.get_objects(s.vim, "Datacenter", 100, ["name"])
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while sim.pid() is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sim.pid() is None
@@ -286,7 +286,7 @@ def test_terminated_session_is_not_authenticated_then_renewed(vcsim: Any,
     # sleep (RetryDecorator's first interval: 10 s).
     started = time.monotonic()
     assert find_datacenter(victim, "DC0") is not None
-    assert 9 < time.monotonic() - started < 30
+    assert 9 < time.monotonic() - started < 60
     assert victim._session_id != old
 
 
@@ -305,7 +305,7 @@ def test_idle_session_expires(make_vcsim: Any) -> None:
     s = open_session(sim)
     index = s.vim.service_content.searchIndex
     assert _raw(s, "FindByInventoryPath", index, inventoryPath="DC0") is not None
-    time.sleep(2.5)
+    time.sleep(3.5)     # idle > 1 s is seen by the next 1 s tick
     fault = _fault(lambda: _raw(s, "FindByInventoryPath", index, inventoryPath="DC0"))
     assert fault.fault_list == ["NotAuthenticated"]
 
@@ -341,7 +341,7 @@ def test_stock_vcsim_truncates_silently(make_vcsim: Any) -> None:
                      data=os.urandom(16 * MiB), verify=sim.ca_file)
 
 
-def _wait_for(condition: Any, timeout: float = 5) -> None:
+def _wait_for(condition: Any, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"

@@ -9,6 +9,7 @@ frozen mid-read: the reader finishes from the other cluster's copy.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -195,3 +196,61 @@ def test_reader_fails_over_when_a_cluster_freezes_mid_read(ceph_a, ceph_b, make_
         assert ended - frozen_at[1] < 4 * timeout + 10
         for loc in (a.location, b.location):
             stores.delete(loc)
+
+
+def test_cluster_freezing_mid_copy_leaves_nothing(ceph_a, make_rbd_stores):
+    """The cluster stops answering while librbd copies: a clear error within
+    the timeout, the source intact, and no partial image once it is back."""
+    import rados
+    import rbd
+    ceph_a.add_pool(POOL2)
+    timeout = 3
+    with make_rbd_stores({"fast": (ceph_a, {"rados_connect_timeout": timeout,
+                                            "rbd_store_chunk_size": 1}),
+                          "cheap": (ceph_a, {"rbd_store_pool": POOL2,
+                                             "rados_connect_timeout": timeout,
+                                             "rbd_store_chunk_size": 1})}) as stores:
+        data = random_bytes(160 * MiB, seed=48)
+        src = stores.add(new_id(), data, len(data), store="fast")
+        stores["cheap"].driver.pool_context()         # connected before the trouble
+        watcher = rados.Rados(conffile=ceph_a.conf_path, rados_id=ceph_a.user,
+                              conf={"client_mount_timeout": "10"})
+        watcher.connect()
+        seen: list[str] = []
+
+        def freeze_once_copying() -> None:
+            with watcher.open_ioctx(POOL2) as ioctx:
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    seen.extend(n for n in rbd.RBD().list(ioctx)
+                                if n.startswith(rbd_driver.PARTIAL_PREFIX))
+                    if seen:
+                        ceph_a.freeze()
+                        return
+                    time.sleep(0.01)
+
+        spy = threading.Thread(target=freeze_once_copying)
+        spy.start()
+        start = time.monotonic()
+        try:
+            with pytest.raises(errors.BackendUnavailable) as info:
+                stores.copy(src.location, ["cheap"], offload=True)
+            elapsed = time.monotonic() - start
+        finally:
+            spy.join()
+            ceph_a.thaw()
+            watcher.shutdown()
+        assert seen, "the copy ended before it could be interrupted"
+        assert info.value.store == "cheap"
+        assert elapsed < 60
+        # Once the cluster is back, the store's next operations remove what
+        # the copy left (after the OSD drops the lost session's watch).
+        deadline = time.monotonic() + 60
+        while stores["cheap"].driver._pending or \
+                [n for n in ceph_a.pool_images(POOL2) if n.startswith("multistore-partial")]:
+            assert time.monotonic() < deadline, ceph_a.pool_images(POOL2)
+            time.sleep(1)
+            stores["cheap"].driver.pool_context()     # any operation tries again
+        assert not leftovers(stores, "fast", "cheap")
+        assert read(stores, src.location) == data
+        stores.delete(src.location)

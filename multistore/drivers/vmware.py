@@ -246,7 +246,8 @@ class _Session:
         # (the data path, /folder, is not serialised).
         self.soap_lock = threading.Lock()
         self.vim: Any = None
-        self.generation = 0
+        self.valid = False          # logged in
+        self.generation = 0         # logins so far
 
     def _login(self) -> None:
         d = self.driver
@@ -257,12 +258,13 @@ class _Session:
             content = vim.service_content
             vim.Login(content.sessionManager, userName=d.username, password=d.password)
         self.vim = vim
+        self.valid = True
         self.generation += 1
         LOG.debug("store %s: logged in to %s", d.store_id, d.server)
 
     def current(self) -> tuple[Any, int]:
         with self.lock:
-            if self.vim is None or not self.generation:
+            if not self.valid:
                 self._login()
             return self.vim, self.generation
 
@@ -271,7 +273,7 @@ class _Session:
             if generation == self.generation:      # not renewed by another thread yet
                 LOG.info("store %s: the session on %s ended; logging in again",
                          self.driver.store_id, self.driver.server)
-                self.generation = 0
+                self.valid = False
                 self._login()
 
     def call(self, fn: Any) -> Any:
@@ -294,7 +296,7 @@ class _Session:
 
     def close(self) -> None:
         with self.lock:
-            vim, self.vim, self.generation = self.vim, None, 0
+            vim, self.vim, self.valid = self.vim, None, False
         if vim is not None:
             try:
                 with self.soap_lock:
@@ -378,6 +380,11 @@ class VmwareDriver(Driver[VsphereLocation]):
         try:
             self._resolve()
         except errors.ConfigError:
+            raise
+        except vexc.VimFaultException as exc:
+            if "InvalidLogin" in (exc.fault_list or ()):
+                raise errors.ConfigError(f"{self.server} refused the user name or password",
+                                         option="vmware_server_password") from None
             raise
         except Exception as exc:    # noqa: BLE001 - the server may be down at load
             LOG.warning("store %s: cannot check the datastores on %s now (%s); they are "

@@ -35,8 +35,8 @@ import time
 import urllib.parse
 import uuid
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import requests
 from oslo_config import cfg
@@ -55,6 +55,7 @@ with warnings.catch_warnings():     # eventlet's deprecation warning, on import
     from oslo_vmware import vim_util  # type: ignore[import-untyped]
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 MiB = 1024 * 1024
 READ_CHUNK_SIZE = 4 * MiB
 PARTIAL_SUFFIX = "-multistore-partial"
@@ -435,6 +436,28 @@ class VmwareDriver(Driver[VsphereLocation]):
                                              option="vmware_datastores")
             self._resolved = True
 
+    def _forget(self) -> None:
+        """Drop the inventory references (a restarted server has new ones)."""
+        with self._resolve_lock:
+            self._resolved = False
+            for ds in self.datastores:
+                ds.ref = ds.dc_ref = None
+                ds.dir_made = False
+
+    def _refreshing(self, op: Callable[[], T]) -> T:
+        """``op()``, once more after finding the inventory again if the server
+        no longer knows a reference (ManagedObjectNotFound)."""
+        try:
+            return op()
+        except vexc.VimFaultException as exc:
+            if "ManagedObjectNotFound" not in (exc.fault_list or ()):
+                raise
+        LOG.info("store %s: %s forgot the datacenters and datastores; finding them again",
+                 self.store_id, self.server)
+        self._forget()
+        self._resolve()
+        return op()
+
     def _free_space(self, ds: _Datastore) -> int:
         return int(self.session.call(lambda vim: vim_util.get_object_property(
             vim, ds.ref, "summary.freeSpace")))
@@ -564,6 +587,9 @@ class VmwareDriver(Driver[VsphereLocation]):
 
     def open_writer(self, image_id: str, size: int | None,
                     context: Context = None) -> Writer:
+        return self._refreshing(lambda: self._open_writer(image_id, size))
+
+    def _open_writer(self, image_id: str, size: int | None) -> Writer:
         ds = self.select_datastore(size)
         self._make_image_dir(ds)
         location = self.location_for(image_id, ds=ds)
@@ -632,22 +658,25 @@ class VmwareDriver(Driver[VsphereLocation]):
         if response.status_code not in _HEAD_REFUSED:
             raise errors.BackendUnavailable(f"the server answered {response.status_code} "
                                             f"to HEAD {location}")
-        ds = self._datastore_of(location)
-        files = [f for f in self._search(ds, location.image_dir, location.image_id)
-                 if f.path == location.image_id]
+        files = [f for f in self._refreshing(lambda: self._search(
+            self._datastore_of(location), location.image_dir, location.image_id))
+            if f.path == location.image_id]
         if not files:
             raise errors.NotFound(f"no image at {location}")
         return int(files[0].fileSize)
 
     def delete(self, location: VsphereLocation, context: Context = None) -> None:
         try:
-            self._delete_file(location)
+            self._refreshing(lambda: self._delete_file(location))
         except vexc.FileNotFoundException:
             raise errors.NotFound(f"no image at {location}") from None
 
     # -- leftovers -------------------------------------------------------
 
     def find_leftovers(self, grace: float, context: Context = None) -> list[Leftover]:
+        return self._refreshing(lambda: self._find_leftovers(grace))
+
+    def _find_leftovers(self, grace: float) -> list[Leftover]:
         found = []
         now = time.time()
         for ds in self.datastores:
@@ -835,7 +864,7 @@ class _Writer(Writer):
             raise self._failure()
         try:
             try:
-                self._move()
+                self.driver._refreshing(self._move)
             except vexc.FileNotFoundException:
                 # The image directory went away (removed by hand, a new
                 # datastore): make it again, once.
@@ -862,7 +891,7 @@ class _Writer(Writer):
             if self.thread.is_alive():
                 self._finish(_ABORT)
             with contextlib.suppress(vexc.FileNotFoundException):
-                self.driver._delete_file(self.partial)
+                self.driver._refreshing(lambda: self.driver._delete_file(self.partial))
         finally:
             self.driver._writers.discard(self.partial.image_id)
 

@@ -5,6 +5,7 @@ visible). Each test class has its own vcsim, killed and frozen freely."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,16 @@ class TestVmwareFaults(FaultSuite, ServerFaults):
         return sim.kill
 
     @pytest.fixture
-    def restart_server(self, sim: Any) -> Any:
-        return sim.start
+    def restart_server(self, sim: Any, tmp_path: Path) -> Any:
+        """Start it again with the files it had (vcsim starts with empty
+        datastores: they are put back, as a restarted vCenter would have them)."""
+        def restart() -> None:
+            kept = tmp_path / "kept"
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(sim.datastore_path(), kept)
+            sim.start()
+            shutil.copytree(kept, sim.datastore_path(), dirs_exist_ok=True)
+        return restart
 
     @pytest.fixture
     def freeze_server(self, sim: Any) -> Any:

@@ -1,7 +1,8 @@
 """vcsim (govmomi's vCenter simulator) for the vmware driver's tests, stopped by PID.
 
-``vcsim`` and ``vcsim_b`` are two independent simulators on 127.0.0.1:17100
-and 17101 (tests/backends/vcsim.py): vcsim's default inventory, with VMs;
+``vcsim`` and ``vcsim_b`` are two independent simulators on 127.0.0.1, on
+the first free ports from 17100 (tests/backends/vcsim.py; another run of
+these tests may hold 17100): vcsim's default inventory, with VMs;
 TLS from the test CA; datacenter ``DC0`` with datastore ``LocalDS_0``, and on
 ``vcsim`` also ``SmallDS``, an 8 MiB tmpfs that fills up. ``make_vcsim``
 starts a private one (ports 17110-17199) for a test that kills, freezes or
@@ -34,18 +35,18 @@ _spec.loader.exec_module(harness)   # type: ignore[union-attr]
 
 MiB = 1024 * 1024
 SMALL_DATASTORE_BYTES = 8 * MiB
-PRIVATE_PORTS = range(17110, 17200)
-#: Session simulators take the first free ports of 17100-17109: other
-#: worktrees on the same machine may run their own.
 SESSION_PORTS = range(17100, 17110)
+PRIVATE_PORTS = range(17110, 17200)
+_taken: set[int] = set()
 
 
-def _session_port(taken: set[int] = set()) -> int:   # noqa: B006 - one set per run
-    for port in SESSION_PORTS:
-        if port not in taken and harness._port_free(port):
-            taken.add(port)
+def _port(ports: range) -> int:
+    """The first port of ``ports`` free on 127.0.0.1 and not given out by this run."""
+    for port in ports:
+        if port not in _taken and harness._port_free(port):
+            _taken.add(port)
             return port
-    raise harness.VcsimError("no free port in 17100-17109")
+    raise harness.VcsimError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -78,13 +79,13 @@ def _run(sim: Any) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def vcsim() -> Iterator[Any]:
-    yield from _run(harness.Vcsim(_directory("a"), _session_port(),
+    yield from _run(harness.Vcsim(_directory("a"), _port(SESSION_PORTS),
                                   small_datastore_bytes=SMALL_DATASTORE_BYTES))
 
 
 @pytest.fixture(scope="session")
 def vcsim_b() -> Iterator[Any]:
-    yield from _run(harness.Vcsim(_directory("b"), _session_port(), username="glance-b",
+    yield from _run(harness.Vcsim(_directory("b"), _port(SESSION_PORTS), username="glance-b",
                                   password="other-Secret-2"))
 
 
@@ -94,18 +95,14 @@ def make_vcsim() -> Iterator[Callable[..., Any]]:
     started: list[Any] = []
 
     def make(**options: Any) -> Any:
-        used = {s.port for s in started}
-        port = next((p for p in PRIVATE_PORTS if p not in used and harness._port_free(p)),
-                    None)
-        if port is None:
-            raise harness.VcsimError("no free port in 17110-17199")
-        sim = harness.Vcsim(_directory("private"), port, **options)
+        sim = harness.Vcsim(_directory("private"), _port(PRIVATE_PORTS), **options)
         started.append(sim)
         return _start(sim)
 
     yield make
     for sim in started:
         sim.purge()
+        _taken.discard(sim.port)
 
 
 @pytest.fixture

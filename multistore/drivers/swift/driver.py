@@ -33,6 +33,8 @@ from multistore.retry import RetryPolicy
 
 LOG = logging.getLogger(__name__)
 SEGMENTS = "_segments"
+#: Swift's limit on container names, in bytes.
+MAX_CONTAINER_NAME = 256
 
 
 class SwiftDriver(Driver[SwiftLocation]):
@@ -128,8 +130,17 @@ class SwiftDriver(Driver[SwiftLocation]):
     def account_for(self, location: SwiftLocation, context: Context = None) -> Account:
         """Where ``location`` lives, with the credentials to reach it."""
         if isinstance(location, TenantLocation):
+            token = self._context_token(context)
+            # The user's token goes only to the Swift the store (or the
+            # request's catalog) names, never to a host a location names.
+            expected = urllib.parse.urlsplit(self._tenant_storage_url(context))
+            named = urllib.parse.urlsplit(location.storage_url)
+            if (named.scheme, named.netloc.lower()) != (expected.scheme.lower(),
+                                                        expected.netloc.lower()):
+                raise errors.BadLocation(f"{location} is not on this store's Swift "
+                                         f"endpoint ({expected.scheme}://{expected.netloc})")
             return Account(self.settings, None, storage_url=location.storage_url,
-                           token=self._context_token(context))
+                           token=token)
         if isinstance(location, LegacyLocation):
             match = self._legacy_reference(location)
             assert match is not None        # holds() checked it
@@ -216,6 +227,10 @@ class SwiftDriver(Driver[SwiftLocation]):
 
     def open_writer(self, image_id: str, size: int | None, context: Context = None) -> Writer:
         location = self.location_for(image_id, context)
+        if len((location.container + SEGMENTS).encode()) > MAX_CONTAINER_NAME:
+            raise errors.BadLocation(
+                f"image id {image_id!r} is too long for container names: "
+                f"'{location.container}{SEGMENTS}' exceeds Swift's {MAX_CONTAINER_NAME} bytes")
         account = self.account_for(location, context)
         try:
             account.call(lambda conn: conn.head_object(location.container, image_id))

@@ -322,14 +322,14 @@ class SwiftDriver(Driver[SwiftLocation]):
         now = time.time()
         for seg_container in names:
             container = seg_container[:-len(SEGMENTS)]
-            if not seg_container.endswith(SEGMENTS) or not (
-                    container == self.container or self.seed and
-                    container.startswith(self.container + "_")):
+            if not seg_container.endswith(SEGMENTS):
                 continue
             for (obj, upload), (size, newest, count) in self._uploads(
                     account, seg_container).items():
                 age = now - newest
-                if age <= grace or self._manifest_uses(account, container, obj, upload):
+                # Only this store's: the image's container is the one it names.
+                if container != self.container_for(obj) or age <= grace or \
+                        self._manifest_uses(account, container, obj, upload):
                     continue
                 found.append(Leftover(f"{seg_container}/{obj}/{upload}/ ({count} segments)",
                                       size, age, (container, obj, upload, newest)))

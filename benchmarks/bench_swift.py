@@ -225,12 +225,21 @@ def main() -> int:
                         help="Swift server workers (object/container/account servers "
                              "and the Keystone proxy); 0 = one process each")
     parser.add_argument("--only", default="multistore,glance_store,swift-cli")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=PYTHON",
+                        help="also run multistore with another interpreter (another "
+                             "checkout's venv, say the previous main), interleaved, "
+                             "as 'multistore@NAME'")
     args = parser.parse_args()
     sizes = [int(s) * MiB for s in args.sizes_mib.split(",")]
+    variants = {"": sys.executable}
+    for spec in args.variant:
+        name, _, python = spec.partition("=")
+        variants["@" + name] = python
     tools = []
     for tool in args.only.split(","):
         if tool == "multistore":
-            tools += [f"multistore c={c}" for c in args.concurrency.split(",")]
+            tools += [f"multistore{v} c={c}" for v in variants
+                      for c in args.concurrency.split(",")]
         else:
             tools.append(tool)
 
@@ -264,7 +273,10 @@ def main() -> int:
         def one(size: int, tool: str, op: str, image_id: str, conf_dir: pathlib.Path) -> None:
             before = group_cpu(servers)
             if tool.startswith("multistore") or tool == "glance_store":
-                worker = [sys.executable, "-c", MULTISTORE_WORKER] \
+                variant = tool.partition(" ")[0][len("multistore"):]
+                # -P: import multistore from the variant's own install, not
+                # from the current directory.
+                worker = [variants[variant], "-P", "-c", MULTISTORE_WORKER] \
                     if tool.startswith("multistore") else [str(glance_python), "-c", GLANCE_WORKER]
                 extra = [tool.partition("c=")[2]] if tool.startswith("multistore") else []
                 out, _, _, rss = run(worker + [op, str(conf_dir), str(refs), image_id,

@@ -271,12 +271,17 @@ class SwiftDriver(Driver[SwiftLocation]):
                 container, obj, query_string="multipart-manifest=get"))
             segments = self._own_segments(location, json.loads(body))
         elif headers.get("x-object-manifest"):
-            # glance's DLOs: <container>/<prefix>, quoted as Swift unquotes it.
+            # glance's DLOs: <container>/<object>- (Swift unquotes the header).
             seg_container, _, prefix = urllib.parse.unquote(
                 headers["x-object-manifest"]).partition("/")
-            listing = account.call(lambda conn: conn.get_container(
-                seg_container, prefix=prefix, full_listing=True))[1]
-            segments = [(seg_container, o["name"]) for o in listing]
+            if (seg_container, prefix) == (container, obj + "-"):
+                listing = account.call(lambda conn: conn.get_container(
+                    seg_container, prefix=prefix, full_listing=True))[1]
+                segments = [(seg_container, o["name"]) for o in listing]
+            else:
+                LOG.warning("store %s: %s is a DLO of %s/%s*, not of its own segments; "
+                            "they are not deleted", self.store_id, location,
+                            seg_container, prefix)
         # The manifest goes first: once it is gone no reader sees a partial image.
         account.call(lambda conn: conn.delete_object(container, obj))
         delete_objects(account, segments, self.concurrency + 1)

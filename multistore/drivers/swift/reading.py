@@ -205,9 +205,16 @@ class SwiftRead:
                 lo, hi = position - seg_start, min(end, seg_end) - seg_start
                 whole = lo == 0 and hi == segments.sizes[index]
                 container, obj = segments.paths[index]
-                _, body = self._get(container, obj, 0 if whole else lo,
-                                    None if whole else hi, segments.etags[index],
-                                    fresh=fresh)
+                try:
+                    _, body = self._get(container, obj, 0 if whole else lo,
+                                        None if whole else hi, segments.etags[index],
+                                        fresh=fresh)
+                except client_exception() as exc:
+                    if exc.http_status != 404:
+                        raise
+                    raise errors.MultistoreError(
+                        f"segment {container}/{obj} of {self.loc} is missing: the "
+                        "image is damaged") from None
                 fresh = False
                 got = 0
                 try:

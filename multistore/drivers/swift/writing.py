@@ -29,6 +29,7 @@ import dataclasses
 import json
 import secrets
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -243,6 +244,7 @@ class SwiftWriter(Writer):
         self.done: list[tuple[str, str, int]] = []
         self.image: _Upload | None = None      # the PUT of the image object itself
         self.manifest_tried = False
+        self.lost = False
         if not self.segmented:
             self.image = self.current = _Upload(account, 2 * CHUNK)
             self.current.start(plan.container, plan.obj, size, {"If-None-Match": "*"})
@@ -311,18 +313,18 @@ class SwiftWriter(Writer):
 
     def commit(self) -> Stored:
         plan = self.plan
+        started = time.monotonic()
         if self.image is not None:
-            self.image.wait(plan.timeout)
+            etag = self.image.wait(plan.timeout)
             self.current = None
-            return Stored(plan.location)
+            return self._verified(etag, started)
         current, self.current = self.current, None
         if current is not None and not current.started:
             # Unknown size, everything in the first segment: a plain object.
             self.started.remove(current)
             self.image = current
             current.start(plan.container, plan.obj, current.sent, {"If-None-Match": "*"})
-            current.wait(plan.timeout)
-            return Stored(plan.location)
+            return self._verified(current.wait(plan.timeout), started)
         if current is not None:
             if self.left is not None:
                 self.left -= current.sent
@@ -330,18 +332,35 @@ class SwiftWriter(Writer):
         while self.in_flight:
             self._settle()
         self.manifest_tried = True
-        if not self.done:      # no data at all
-            self.account.call(lambda conn: conn.put_object(
-                plan.container, plan.obj, b"", content_length=0,
-                headers={"If-None-Match": "*"}), "writing an empty image")
-            return Stored(plan.location)
-        manifest = json.dumps([{"path": f"/{plan.segment_container}/{name}", "etag": etag,
-                                "size_bytes": size} for name, etag, size in self.done])
+        started = time.monotonic()
         with self.account.connection() as conn:
-            conn.put_object(plan.container, plan.obj, manifest.encode(),
-                            query_string="multipart-manifest=put",
-                            headers={"If-None-Match": "*"})
-        return Stored(plan.location)
+            if not self.done:      # no data at all
+                etag = conn.put_object(plan.container, plan.obj, b"", content_length=0,
+                                       headers={"If-None-Match": "*"})
+            else:
+                manifest = json.dumps([
+                    {"path": f"/{plan.segment_container}/{name}", "etag": etag,
+                     "size_bytes": size} for name, etag, size in self.done])
+                etag = conn.put_object(plan.container, plan.obj, manifest.encode(),
+                                       query_string="multipart-manifest=put",
+                                       headers={"If-None-Match": "*"})
+        return self._verified(str(etag), started)
+
+    def _verified(self, etag: str, started: float) -> Stored:
+        """Swift checks ``If-None-Match: *`` when a PUT starts, so two writers
+        of one id that commit at the same moment both succeed and the later
+        timestamp wins. Look again, at once and after about twice the PUT's
+        time: if the object is not the one written here, this add lost."""
+        pause = max(0.05, 2 * (time.monotonic() - started))
+        for delay in (0.0, pause):
+            time.sleep(delay)
+            headers = self.account.call(lambda conn: conn.head_object(
+                self.plan.container, self.plan.obj))
+            if headers.get("etag", "").strip('"') != etag.strip('"'):
+                self.lost = True
+                raise errors.Duplicate(f"image {self.plan.obj!r} was stored by another "
+                                       "writer at the same moment; this copy was dropped")
+        return Stored(self.plan.location)
 
     def abort(self) -> None:
         uploads = [*self.started, *([self.image] if self.image else [])]
@@ -352,7 +371,9 @@ class SwiftWriter(Writer):
                 with contextlib.suppress(Exception):
                     upload.wait(self.plan.timeout)
             upload.cancel()
-        if self.image is not None and self.image.landed:
+        if self.lost:
+            pass            # the object is another writer's
+        elif self.image is not None and self.image.landed:
             delete_objects(self.account, [(self.plan.container, self.plan.obj)])
         elif self.manifest_tried:
             self._remove_manifest_if_ours()

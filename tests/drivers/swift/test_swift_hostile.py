@@ -271,3 +271,74 @@ def test_multi_tenant_id_too_long_for_a_container_is_refused(tenant_stores, swif
     result = tenant_stores.add("y" * 240, b"data", 4, context=context)
     assert read(tenant_stores, result.location, context=context) == b"data"
     tenant_stores.delete(result.location, context=context)
+
+
+def test_delete_of_a_dlo_pointing_elsewhere_keeps_what_it_points_to(make_swift_stores,
+                                                                    swift_conn):
+    """A DLO manifest (glance's large-object form) whose X-Object-Manifest
+    names another image's objects: deleting it removes the manifest only."""
+    with make_swift_stores() as stores:
+        victim = stores.add(new_id(), b"victim bytes", 12)
+        victim_id = victim.location.rsplit("/", 1)[1]
+        evil_id = new_id()
+        swift_conn.put_object("glance", evil_id, b"",
+                              headers={"X-Object-Manifest": f"glance/{victim_id[:8]}"})
+        evil = f"swift+config://ref1/glance/{evil_id}"
+        assert read(stores, evil) == b"victim bytes"
+        stores.delete(evil)
+        with pytest.raises(errors.NotFound):
+            stores.get_size(evil)
+        assert read(stores, victim.location) == b"victim bytes"
+        stores.delete(victim.location)
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_concurrent_adds_of_one_id_keep_one_image_and_no_segments_of_the_other(
+        make_swift_stores, swift_conn, concurrency):
+    """Two adds of the same id race (both pass the existence check): one
+    wins, the other is Duplicate and leaves none of its segments; the
+    winner's segments are untouched."""
+    image_id = new_id()
+    data = {0: random_bytes(3 * MB, seed=41), 1: random_bytes(3 * MB, seed=42)}
+    outcome = {}
+    barrier = threading.Barrier(2)
+    with make_swift_stores(swift_store_large_object_size=1,
+                           swift_store_segment_concurrency=concurrency) as stores:
+        def add(n):
+            def source():
+                barrier.wait(timeout=30)      # both opened their writers
+                yield data[n]
+            try:
+                outcome[n] = stores.add(image_id, source(), len(data[n]))
+            except errors.Duplicate as exc:
+                outcome[n] = exc
+        threads = [threading.Thread(target=add, args=(n,)) for n in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        winners = [n for n, r in outcome.items() if not isinstance(r, Exception)]
+        assert len(winners) == 1 and len(outcome) == 2, outcome
+        winner = winners[0]
+        assert read(stores, outcome[winner].location) == data[winner]
+        uploads = {n.split("/")[1] for n in names(swift_conn, "glance_segments", image_id)}
+        assert len(uploads) == 1
+        stores.delete(outcome[winner].location)
+    assert names(swift_conn, "glance_segments", image_id) == []
+
+
+def test_a_missing_segment_is_an_error_not_a_missing_image(make_swift_stores, swift_conn):
+    """Reading a manifest whose segment was removed behind the store's back
+    fails loudly; it is not NotFound (which a caller may take as 'the image
+    is gone, forget its location')."""
+    data = random_bytes(3 * MB, seed=43)
+    with make_swift_stores(swift_store_large_object_size=1) as stores:
+        result = stores.add(new_id(), data, len(data))
+        image_id = result.location.rsplit("/", 1)[1]
+        second = sorted(names(swift_conn, "glance_segments", image_id))[1]
+        swift_conn.delete_object("glance_segments", second)
+        with pytest.raises(errors.MultistoreError, match="missing") as info:
+            read(stores, result.location)
+        assert not isinstance(info.value, errors.NotFound)
+        assert stores.get_size(result.location) == len(data)
+        stores.delete(result.location)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import secrets
 import threading
@@ -84,8 +85,13 @@ class _Aborted(Exception):
 
 
 class _Pipe:
-    """A file-like that swiftclient reads a streamed PUT body from; holds at
-    most ``limit`` bytes (one item more when it is empty)."""
+    """A file-like that swiftclient reads a streamed PUT body from.
+
+    Items are either copies (:meth:`put`: at most ``limit`` bytes held, one
+    item more when empty) or the caller's own buffer (:meth:`lend`: no copy;
+    the call returns once the reader is done with it, which it shows by
+    coming back for more, or by its PUT ending).
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -93,7 +99,8 @@ class _Pipe:
         self.held = 0
         self.pending = memoryview(b"")
         self.pos = 0
-        self.ended = False
+        self.taken = self.returned = self.added = 0
+        self.ended = self.finished = False
         self.failed: BaseException | None = None
         self.cond = threading.Condition()
 
@@ -102,13 +109,32 @@ class _Pipe:
             while self.held and self.held + len(item) > self.limit and self.failed is None:
                 self.cond.wait(0.2)
                 alive()
-            self.items.append(item)
-            self.held += len(item)
-            self.cond.notify_all()
+            self._add(item)
+
+    def lend(self, view: memoryview, check: Any) -> None:
+        with self.cond:
+            seq = self._add(view)
+            while self.returned < seq and not self.finished and self.failed is None:
+                self.cond.wait(0.2)
+                check()
+        check()
+
+    def _add(self, item: Any) -> int:
+        self.items.append(item)
+        self.held += len(item)
+        self.added += 1
+        self.cond.notify_all()
+        return self.added
 
     def end(self) -> None:
         with self.cond:
             self.ended = True
+            self.cond.notify_all()
+
+    def finish(self) -> None:
+        """The PUT is over: nothing will be read any more."""
+        with self.cond:
+            self.finished = True
             self.cond.notify_all()
 
     def fail(self, exc: BaseException) -> None:
@@ -121,6 +147,10 @@ class _Pipe:
     def read(self, size: int = -1) -> Any:
         if not self.pending:
             with self.cond:
+                self.returned = self.taken      # the reader is back: all it had went
+                self.cond.notify_all()
+                if size == 0:
+                    return b""
                 while not self.items and not self.ended and self.failed is None:
                     self.cond.wait()
                 if self.failed is not None:
@@ -128,6 +158,7 @@ class _Pipe:
                 if not self.items:
                     return b""
                 item = self.items.popleft()
+                self.taken += 1
                 self.held -= len(item)
                 self.cond.notify_all()
             self.pending = memoryview(item)
@@ -150,8 +181,9 @@ class _Upload:
     """One object PUT whose body is streamed from a pipe, in a thread once
     :meth:`start` is called (data may be buffered before)."""
 
-    def __init__(self, account: Account, limit: int) -> None:
+    def __init__(self, account: Account, limit: int, lend: bool) -> None:
         self.account = account
+        self.lend = lend
         self.pipe = _Pipe(limit)
         self.sent = 0
         self.result: Future[str] = Future()
@@ -173,7 +205,8 @@ class _Upload:
 
     def _run(self, headers: dict[str, str], query: str | None) -> None:
         try:
-            etag = self.conn.put_object(self.container, self.name, self.pipe,
+            body = self.pipe if self.length is None else _body(self.pipe, self.length)
+            etag = self.conn.put_object(self.container, self.name, body,
                                         content_length=self.length, headers=headers,
                                         query_string=query, chunk_size=CHUNK)
             self.result.set_result(str(etag))
@@ -186,15 +219,26 @@ class _Upload:
                 self.result.set_exception(exc)
         except BaseException as exc:  # noqa: BLE001 - handed to the writer's thread
             self.result.set_exception(exc)
+        finally:
+            self.pipe.finish()
+
+    def _check(self) -> None:
+        if self.result.done() and self.result.exception() is not None:
+            self.result.result()
 
     def _alive(self) -> None:
         if self.result.done():
             self.result.result()       # raises the PUT's error
             raise errors.BackendUnavailable("swift ended the upload early")
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: memoryview) -> None:
+        """Queue a copy of ``data``, or, when lending, send ``data`` itself
+        and return once it went."""
         self._alive()
-        self.pipe.put(data, self._alive)
+        if self.lend:
+            self.pipe.lend(data, self._check)
+        else:
+            self.pipe.put(bytes(data), self._alive)
         self.sent += len(data)
 
     def wait(self, timeout: float) -> str:
@@ -246,7 +290,7 @@ class SwiftWriter(Writer):
         self.manifest_tried = False
         self.lost = False
         if not self.segmented:
-            self.image = self.current = _Upload(account, 2 * CHUNK)
+            self.image = self.current = _Upload(account, 2 * CHUNK, lend=True)
             self.current.start(plan.container, plan.obj, size, {"If-None-Match": "*"})
 
     # -- feeding -----------------------------------------------------------
@@ -258,7 +302,7 @@ class SwiftWriter(Writer):
             if self.current is None:
                 self.current = self._next_segment()
             room = room_of - self.current.sent if self.segmented else len(view)
-            piece = bytes(view[:room])
+            piece = view[:room]
             view = view[len(piece):]
             self.current.send(piece)
             if self.segmented and self.current.sent >= self.plan.segment_size:
@@ -271,8 +315,10 @@ class SwiftWriter(Writer):
                 "swift_store_large_object_chunk_size")
         if not self.started:
             self.account.ensure_container(self.plan.segment_container)
-        limit = 2 * CHUNK if self.plan.concurrency == 1 else self.plan.segment_size
-        upload = _Upload(self.account, limit)
+        # One segment in flight: the core's buffers are lent, not copied.
+        # More: each segment copies what it is given, up to its size.
+        lend = self.plan.concurrency == 1
+        upload = _Upload(self.account, 2 * CHUNK if lend else self.plan.segment_size, lend)
         self.started.append(upload)
         if not self._may_end_in_first_segment():
             self._start_segment(upload)
@@ -400,6 +446,27 @@ class SwiftWriter(Writer):
         ours = f"/{plan.segment_container}/{self.prefix}"
         if any(s.get("name", "").startswith(ours) for s in json.loads(body)):
             delete_objects(self.account, [(plan.container, plan.obj)])
+
+
+@functools.cache
+def _body_class() -> Any:
+    from swiftclient.utils import LengthWrapper  # type: ignore[import-untyped]
+
+    class Body(LengthWrapper):  # type: ignore[misc]
+        """swiftclient's LengthWrapper, which tells the pipe when the last
+        piece went (it asks for more: the lent buffer is free)."""
+
+        def read(self, size: int = -1) -> Any:
+            if self._remaining <= 0:
+                self._readable.read(0)
+                return b""
+            return super().read(size)
+
+    return Body
+
+
+def _body(pipe: _Pipe, length: int) -> Any:
+    return _body_class()(pipe, length)
 
 
 def delete_objects(account: Account, names: Iterable[tuple[str, str]],

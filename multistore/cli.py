@@ -6,15 +6,28 @@
 
     stores [--detail]                       the store listing
     add FILE [--id ID] [--store S]          add an image (FILE '-' reads stdin)
-    get LOCATION [-o FILE] [--offset N] [--length N]
+    get LOCATION [LOCATION ...] [-o FILE] [--offset N] [--length N]
+        [--locations-file FILE] [--checksum MD5]   the best copy, failing over
     delete LOCATION
     copy LOCATION (--to S [S ...] | --all-stores)
+    sweep [--store S ...] [--grace SECONDS] [--dry-run]
+                                            remove what killed writers left behind
+    move --to S [S ...] [--records FILE] [--journal FILE] [--delete-source]
+        [--parallel N] [--dry-run]              retire a store: copy, verify, delete
     check-config                            load every store, report problems
     demo [--size MIB]                       add, copy everywhere, read back, verify
 
 With no ``--config-file`` it uses an embedded default: three file stores
 under ``./multistore-data`` (or ``$MULTISTORE_HOME``), so a new user sees it
-work at once.
+work at once. The reserved staging store (``os_glance_staging_store``) is
+loaded only when the configuration has a group for it (the embedded default
+has one).
+
+Nothing it prints holds a credential: locations are shown with passwords
+and signed-URL parameters masked (:func:`multistore.location.redact`).
+Errors go to standard error, as ``{"error", "type", "store", "operation"}``
+with ``--json``; the exit status is 2 for a configuration error, 1 for any
+other.
 """
 
 from __future__ import annotations
@@ -32,11 +45,13 @@ from typing import Any, TextIO
 from oslo_config import cfg
 
 import multistore
-from multistore import errors
+from multistore import config, errors
+from multistore.location import redact
 from multistore.progress import Callback, TextProgressBar
 from multistore.sample import Generated
 
-RESERVED = {"os_glance_staging_store": "file"}
+STAGING = "os_glance_staging_store"
+RESERVED = {STAGING: "file"}
 
 
 def embedded_config(root: str) -> str:
@@ -46,7 +61,7 @@ def embedded_config(root: str) -> str:
               "backup": "A third directory, standing in for a remote site"}
     lines = ["[DEFAULT]", "enabled_backends = " + ", ".join(f"{s}:file" for s in stores),
              "", "[glance_store]", "default_backend = local", ""]
-    for store_id, description in [*stores.items(), ("os_glance_staging_store", "staging")]:
+    for store_id, description in [*stores.items(), (STAGING, "staging")]:
         lines += [f"[{store_id}]", f"filesystem_store_datadir = {os.path.join(root, store_id)}",
                   f'store_description = "{description}"', ""]
     return "\n".join(lines)
@@ -67,7 +82,10 @@ def build_conf(config_files: Sequence[str], out: TextIO) -> cfg.ConfigOpts:
     args: list[str] = []
     for path in config_files:
         args += ["--config-file", path]
-    conf(args, project="multistore", default_config_files=[])
+    try:
+        conf(args, project="multistore", default_config_files=[])
+    except cfg.Error as exc:   # a file missing, unreadable or malformed
+        raise errors.ConfigError(redact(str(exc)), operation="load") from None
     return conf
 
 
@@ -108,8 +126,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--hashing-algo", default="sha512")
     s.add_argument("--no-progress", action="store_true")
 
-    s = sub.add_parser("get", help="read an image")
-    s.add_argument("location")
+    s = sub.add_parser("get", help="read an image (from the best of several copies)")
+    s.add_argument("location", nargs="*",
+                   help="the image's location; several: the best copy is read and the "
+                        "next one takes over if it fails")
+    s.add_argument("--locations-file", metavar="FILE",
+                   help="the image's location records, JSON ([{\"url\": ..., "
+                        "\"metadata\": {\"store\": ...}}]), - for standard input")
+    s.add_argument("--checksum", help="the image's md5, checked at the end of a whole read")
     s.add_argument("-o", "--output", help="file to write (default: standard output)")
     s.add_argument("--offset", type=int, default=0)
     s.add_argument("--length", type=int)
@@ -127,6 +151,29 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--store", help="the source store (default: found from the location)")
     s.add_argument("--no-progress", action="store_true")
 
+    s = sub.add_parser("sweep", help="find and remove what killed writers left behind")
+    s.add_argument("--store", action="extend", nargs="+", metavar="STORE",
+                   help="only these stores (default: every store that writes)")
+    s.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="only what was untouched this long (default 3600); what a live "
+                        "writer holds is never removed")
+    s.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+
+    s = sub.add_parser("move", help="copy images to other stores, verify, then "
+                                    "optionally delete the source")
+    s.add_argument("--to", nargs="+", required=True, metavar="STORE")
+    s.add_argument("--records", default="-", metavar="FILE",
+                   help="JSON lines (or a JSON list) of location records: {\"url\": ..., "
+                        "\"image_id\": ..., \"metadata\": {\"store\": ...}, \"checksum\": ...}"
+                        "; - (the default) reads standard input")
+    s.add_argument("--journal", metavar="FILE",
+                   help="record progress here; a rerun with the same journal resumes")
+    s.add_argument("--delete-source", action="store_true",
+                   help="delete each source once every copy of it verified")
+    s.add_argument("--parallel", type=int, default=1, metavar="N")
+    s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--no-progress", action="store_true")
+
     sub.add_parser("check-config", help="load every store and report problems")
 
     s = sub.add_parser("demo", help="add, copy to all stores, read back and verify")
@@ -139,26 +186,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     out, err = sys.stdout, sys.stderr
     try:
         conf = build_conf(args.config_file, err)
-        with multistore.load(conf, reserved=RESERVED) as stores:
+        # The staging store only where the configuration declares it.
+        with multistore.load(conf, reserved=config.declared(conf, RESERVED)) as stores:
             result = COMMANDS[args.command](stores, args, err)
         if result is not None:
+            result = redacted(result)
             if args.json:
                 json.dump(result, out, indent=2)
                 out.write("\n")
             else:
                 print_human(result, out)
             out.flush()
-    except errors.ConfigError as exc:
-        print(f"configuration error: {exc}", file=err)
-        return 2
     except BrokenPipeError:
         # The reader went away (``multistore get ... | head``): not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (errors.MultistoreError, OSError) as exc:
-        print(f"error: {exc}", file=err)
-        return 1
+        report_error(exc, args.json, err)
+        return 2 if isinstance(exc, errors.ConfigError) else 1
     return 0
+
+
+def report_error(exc: Exception, as_json: bool, err: TextIO) -> None:
+    """One error on standard error: a line of text, or a JSON object."""
+    if isinstance(exc, errors.MultistoreError):
+        stores = list(exc.stores)
+        store: str | list[str] | None = stores[0] if len(stores) == 1 else stores or None
+        entry = {"error": redact(exc.message), "type": type(exc).__name__,
+                 "store": store, "operation": exc.operation}
+        text = f"{'configuration error' if isinstance(exc, errors.ConfigError) else 'error'}" \
+               f": {redact(str(exc))}"
+    else:
+        entry = {"error": redact(str(exc)), "type": type(exc).__name__,
+                 "store": None, "operation": None}
+        text = f"error: {redact(str(exc))}"
+    if as_json:
+        json.dump(entry, err)
+        err.write("\n")
+    else:
+        print(text, file=err)
+    err.flush()
+
+
+def redacted(result: Any) -> Any:
+    """``result`` with every string passed through :func:`redact`."""
+    if isinstance(result, str):
+        return redact(result)
+    if isinstance(result, dict):
+        return {key: redacted(value) for key, value in result.items()}
+    if isinstance(result, (list, tuple)):
+        return [redacted(value) for value in result]
+    return result
 
 
 def print_human(result: Any, out: TextIO) -> None:
@@ -206,9 +284,33 @@ def cmd_add(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) 
     return _result(result)
 
 
+def _json_records(path: str) -> list[Any]:
+    """A JSON list, or JSON lines, from a file or standard input."""
+    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    try:
+        loaded = json.loads(text)
+        return loaded if isinstance(loaded, list) else [loaded]
+    except ValueError:
+        pass
+    try:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except ValueError as exc:
+        raise errors.BadLocation(f"{path}: not JSON nor JSON lines: {exc}") from None
+
+
 def cmd_get(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) -> Any:
-    with stores.get(args.location, store=args.store, offset=args.offset,
-                    length=args.length) as reader:
+    locations: list[Any] = list(args.location)
+    if args.locations_file:
+        locations += _json_records(args.locations_file)
+    if not locations:
+        raise errors.BadLocation("give a location, or --locations-file", operation="get")
+    if len(locations) == 1 and isinstance(locations[0], str) and not args.checksum:
+        opened: Any = stores.get(locations[0], store=args.store, offset=args.offset,
+                                 length=args.length)
+    else:
+        opened = stores.open_best(locations, offset=args.offset, length=args.length,
+                                  checksum=args.checksum)
+    with opened as reader:
         if args.output:
             with open(args.output, "wb") as f:
                 for chunk in reader:
@@ -218,7 +320,36 @@ def cmd_get(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) 
                 sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
             return None
-    return {"location": args.location, "written": args.output, "size": reader.size}
+    shown = [redact(loc if isinstance(loc, str) else loc.get("url", "")) for loc in locations]
+    return {"location": shown[0] if len(shown) == 1 else shown, "written": args.output,
+            "size": reader.size, "switches": len(getattr(reader, "switches", ()))}
+
+
+def cmd_move(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) -> Any:
+    """One JSON line per image on standard output, as each finishes."""
+    records = _json_records(args.records)
+    overall = _progress(args, f"move {len(records)} images", err)
+    overall.set_size(len(records))
+    quiet = args.parallel > 1 or args.json or args.no_progress
+    failed = 0
+    for result in stores.move(records, args.to, delete_source=args.delete_source,
+                              journal=args.journal, parallel=args.parallel,
+                              dry_run=args.dry_run,
+                              progress=None if quiet else
+                              (lambda image_id: _progress(args, f"  {image_id}", err))):
+        line = result.as_json()
+        line["old"] = redact(line["old"])
+        for new in line["new"]:
+            new["url"] = redact(new["url"])
+        print(json.dumps(line), flush=True)
+        failed += result.error is not None
+        overall.relative_update(1)
+    overall.close()
+    if failed:
+        raise errors.MultistoreError(f"{failed} of {len(records)} images were not moved "
+                                     "(see their 'error'); their sources are kept",
+                                     operation="move")
+    return None
 
 
 def cmd_delete(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) -> Any:
@@ -232,6 +363,16 @@ def cmd_copy(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
                           store=args.store, progress=bar)
     bar.close()
     return [_result(r) for r in results]
+
+
+def cmd_sweep(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) -> Any:
+    swept = stores.sweep(args.store, grace=args.grace, remove=not args.dry_run)
+    if not args.json:
+        removed = sum(s.removed for s in swept)
+        print(f"{len(swept)} leftover(s) of dead writers found, {removed} removed",
+              file=err)
+    return [{"store": s.store, "name": s.name, "size": s.size, "age": round(s.age, 1),
+             "removed": s.removed} for s in swept]
 
 
 def cmd_check_config(stores: multistore.StoreSet, args: argparse.Namespace,
@@ -252,7 +393,7 @@ def cmd_demo(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
     added = stores.add(image_id, source, source.size, progress=bar)
     bar.close()
     add_seconds = time.monotonic() - started
-    say(f"   {added.location}  md5 {added.checksum}")
+    say(f"   {redact(added.location)}  md5 {added.checksum}")
     say("2. copying it to every other store, reading the source once")
     started = time.monotonic()
     copies = stores.copy(added.location, "all")
@@ -268,7 +409,7 @@ def cmd_demo(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
                 sha.update(chunk)
         ok = (md5.hexdigest(), sha.hexdigest()) == (added.checksum, added.multihash)
         checks.append({"store": result.store, "location": result.location, "verified": ok})
-        say(f"   {'ok ' if ok else 'BAD'} {result.store:<10} {result.location}")
+        say(f"   {'ok ' if ok else 'BAD'} {result.store:<10} {redact(result.location)}")
     if not all(c["verified"] for c in checks):
         raise errors.ChecksumMismatch("a copy does not match the image", operation="demo")
     size_mb = source.size / 1e6
@@ -280,7 +421,8 @@ def cmd_demo(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
 
 COMMANDS = {
     "stores": cmd_stores, "add": cmd_add, "get": cmd_get, "delete": cmd_delete,
-    "copy": cmd_copy, "check-config": cmd_check_config, "demo": cmd_demo,
+    "copy": cmd_copy, "move": cmd_move, "sweep": cmd_sweep,
+    "check-config": cmd_check_config, "demo": cmd_demo,
 }
 
 if __name__ == "__main__":

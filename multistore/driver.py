@@ -212,6 +212,14 @@ class Driver(abc.ABC, Generic[L]):
         """Facts shown in the detailed store listing (never secrets)."""
         return {}
 
+    def claims(self) -> Iterable[str]:
+        """What of the backend this store keeps to itself (``directory /x``,
+        a pool of a cluster, a container of an account), in words an operator
+        reads. Two stores of one configuration claiming the same thing is a
+        configuration error at load: every location would belong to both.
+        Called after :meth:`configure`; never contacts the server."""
+        return ()
+
     def translate_error(self, exc: Exception) -> errors.MultistoreError | None:
         """The library's error for a backend exception that left a driver
         method, or ``None`` to let the core decide (``OSError`` by errno,
@@ -293,6 +301,19 @@ class Driver(abc.ABC, Generic[L]):
         """Remove the image; NotFound if it does not exist. Needs
         ``capabilities.delete``."""
         raise NotImplementedError
+
+    def copy_within(self, source: Driver[Any], location: Location, image_id: str,
+                    context: Context = None) -> Stored | None:
+        """Copy an image from ``source`` (another store, perhaps of another
+        driver) inside the backend, without its bytes passing through this
+        process: a server-side copy, a clone, ``copy_file_range``.
+
+        Return ``None`` when this pair of stores cannot (another cluster,
+        another filesystem): the core then streams the copy. The copy must
+        be all or nothing, like a writer's, and raise Duplicate if the id
+        exists. The core reads the copy back to check and hash it.
+        """
+        return None
 
     # -- what killed writers left behind -----------------------------------
 

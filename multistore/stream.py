@@ -268,3 +268,13 @@ def transfer(data: Any, size: int | None, sinks: Sequence[Sink], *,
         raise errors.SizeMismatch(
             f"the data ended after {total} bytes, {size} were announced")
     return total
+
+
+def digest(data: Any, algos: Sequence[str], *, chunk_size: int, buffers: int,
+           progress: Callback | None = None) -> tuple[int, list[str]]:
+    """Size and hex digests of ``data``, each hash in its own thread (the
+    same pipeline an add uses): what reading an image back to check it costs."""
+    sinks = [HashSink(algo) for algo in algos]
+    size = transfer(data, None, sinks, chunk_size=chunk_size, buffers=buffers,
+                    progress=progress)
+    return size, [sink.hexdigest() for sink in sinks]

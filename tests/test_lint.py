@@ -15,12 +15,12 @@ def run(*argv):
 
 
 def test_ruff():
-    paths = [p for p in ("multistore", "tests", "benchmarks")
+    paths = [p for p in ("multistore", "tests", "benchmarks", "doc/example")
              if os.path.isdir(os.path.join(ROOT, p))]
     code, out = run(os.path.join(BIN, "ruff"), "check", *paths)
     assert code == 0, out
 
 
 def test_mypy():
-    code, out = run(sys.executable, "-m", "mypy", "multistore")
+    code, out = run(sys.executable, "-m", "mypy", "multistore", "doc/example")
     assert code == 0, out

@@ -81,3 +81,56 @@ def test_installed_command_pipes_images_through_stdin_and_stdout(home):
     location = json.loads(added.stdout)["location"]
     got = subprocess.run([exe, "get", location], capture_output=True, env=env, check=True)
     assert got.stdout == data
+
+
+def test_global_options_go_before_or_after_the_command(home, capsys, tmp_path):
+    conf = tmp_path / "one.conf"
+    conf.write_text(cli.embedded_config(str(tmp_path / "elsewhere")))
+    before = run(capsys, "--json", "--config-file", str(conf), "stores", "--detail")
+    after = run(capsys, "stores", "--detail", "--json", "--config-file", str(conf))
+    mixed = run(capsys, "--config-file", str(conf), "stores", "--json", "--detail")
+    assert before[0] == after[0] == mixed[0] == 0
+    assert json.loads(before[1]) == json.loads(after[1]) == json.loads(mixed[1])
+    datadirs = [s["properties"]["datadir"] for s in json.loads(after[1])]
+    assert datadirs == [str(tmp_path / "elsewhere" / s) for s in ("local", "archive", "backup")]
+
+
+def test_move_prints_a_json_line_per_image_and_resumes(home, capsys, tmp_path, monkeypatch):
+    import io
+
+    code, out, _ = run(capsys, "--json", "add", str(__file__), "--id", "one")
+    first = json.loads(out)["location"]
+    code, out, _ = run(capsys, "--json", "add", str(__file__), "--id", "two")
+    second = json.loads(out)["location"]
+    records = "\n".join(json.dumps({"url": u, "metadata": {"store": "local"}})
+                        for u in (first, second))
+    journal = str(tmp_path / "journal")
+    monkeypatch.setattr("sys.stdin", io.StringIO(records))
+    code, out, err = run(capsys, "move", "--to", "archive", "backup", "--journal", journal,
+                         "--delete-source", "--no-progress")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(line["image_id"], line["verified"], line["source_deleted"]) for line in lines] == [
+        ("one", True, True), ("two", True, True)]
+    assert [n["metadata"]["store"] for n in lines[0]["new"]] == ["archive", "backup"]
+    assert not os.path.exists(first[len("file://"):])
+    # Again, with the same journal: nothing to copy, nothing to delete.
+    monkeypatch.setattr("sys.stdin", io.StringIO(records))
+    code, out, err = run(capsys, "move", "--to", "archive", "backup", "--journal", journal,
+                         "--delete-source")
+    assert code == 0, err
+    assert [json.loads(line)["copied"] for line in out.splitlines()] == [[], []]
+
+
+def test_get_reads_the_best_of_several_copies(home, capsys, tmp_path):
+    code, out, _ = run(capsys, "--json", "add", str(__file__), "--id", "img")
+    added = json.loads(out)
+    code, out, _ = run(capsys, "--json", "copy", added["location"], "--to", "backup")
+    copy = json.loads(out)[0]["location"]
+    os.unlink(added["location"][len("file://"):])        # the first copy is lost
+    target = tmp_path / "back"
+    code, out, err = run(capsys, "--json", "get", added["location"], copy, "-o", str(target),
+                         "--checksum", added["checksum"])
+    assert code == 0, err
+    assert target.read_bytes() == open(__file__, "rb").read()
+    assert json.loads(out)["switches"] == 1

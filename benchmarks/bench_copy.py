@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Copy offload against streamed copy, and what a reader loses when a copy dies.
+
+::
+
+    python benchmarks/bench_copy.py --size-mib 1024 --rounds 3
+
+Rows (each in a fresh subprocess, rounds interleaved, medians):
+
+* ``copy/offload`` — ``stores.copy(loc, ["b"])`` between two file stores on
+  one filesystem: ``copy_file_range`` in the kernel, then the copy read back
+  once to hash and check it (what the core always does).
+* ``copy/streamed`` — the same copy with ``offload=False``: read, hash, write.
+* ``failover`` — ``open_best`` over two copies where the preferred copy's
+  reads break half way (a memory store whose reads raise a connection reset
+  at 50 %): the time a whole read takes, against a read of the healthy copy
+  alone; the difference is what the switch costs.
+
+MB/s, client CPU seconds per GiB (user + system of the worker) and peak RSS
+(``VmHWM``). Stdlib only in the driver; workers run in the project's venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+MiB = 1024 * 1024
+ROWS = ["copy/offload", "copy/streamed", "failover/healthy", "failover/switch"]
+
+
+def worker(spec: dict) -> dict:
+    import multistore
+    from multistore.drivers.memory import MemoryDriver
+    from multistore.sample import Generated
+    from multistore.testing import local_layout, make_conf
+
+    row, size, tmp = spec["row"], spec["size"], spec["tmp"]
+
+    class Dying(MemoryDriver):
+        def open_reader(self, location, offset, length, context=None):
+            inner = super().open_reader(location, offset, length, context)
+            if self.store_id != "fragile":
+                return inner
+            half = size // 2
+
+            def chunks():
+                sent = 0
+                for chunk in inner:
+                    if sent + len(chunk) > half:
+                        raise ConnectionResetError("the server went away")
+                    sent += len(chunk)
+                    yield chunk
+            return multistore.ReadStream(chunks(), inner.size)
+
+    sections = local_layout(tmp, file_stores=("a", "b"), memory_stores=("fragile",))
+    sections["fragile"]["weight"] = 10
+    with multistore.load(make_conf(sections, tmp), drivers={"memory": Dying}) as stores:
+        data = Generated(size, seed=1)
+        if row.startswith("copy"):
+            source = stores.add("img", data, size, store="a").location
+        else:
+            stores.add("img", data, size, store="fragile")
+            copy = stores.add("img", data, size, store="a").location
+            locations = [copy] if row == "failover/healthy" else \
+                [copy, "memory://fragile/img"]
+        t0, c0 = time.monotonic(), os.times()
+        if row == "copy/offload":
+            stores.copy(source, ["b"])
+        elif row == "copy/streamed":
+            stores.copy(source, ["b"], offload=False)
+        else:
+            with stores.open_best(locations) as reader:
+                for _ in reader:
+                    pass
+        seconds, c1 = time.monotonic() - t0, os.times()
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    return {"seconds": seconds, "cpu": cpu,
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size-mib", type=int, default=1024)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--python", default=os.path.join(ROOT, ".venv", "bin", "python"))
+    p.add_argument("--worker")
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    size = args.size_mib * MiB
+    results: dict[str, list[dict]] = {row: [] for row in ROWS}
+    for round_ in range(args.rounds):
+        for row in (ROWS if round_ % 2 == 0 else ROWS[::-1]):
+            tmp = os.path.join(HERE, ".tmp", "copy")
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            out = subprocess.run([args.python, __file__, "--worker",
+                                  json.dumps({"row": row, "size": size, "tmp": tmp})],
+                                 check=True, capture_output=True, text=True).stdout
+            results[row].append(json.loads(out.splitlines()[-1]))
+            shutil.rmtree(tmp, ignore_errors=True)
+            subprocess.run(["sync"], check=False)
+    gib = size / (1024 * MiB)
+    print(f"| row ({args.size_mib} MiB, {args.rounds} rounds, medians) | MB/s | "
+          f"client CPU s/GiB | peak RSS MiB |")
+    print("|---|---|---|---|")
+    med = {}
+    for row, runs in results.items():
+        med[row] = statistics.median(r["seconds"] for r in runs)
+        cpu = statistics.median(r["cpu"] for r in runs) / gib
+        rss = max(r["rss_mib"] for r in runs)
+        print(f"| {row} | {size / med[row] / 1e6:,.0f} | {cpu:.2f} | {rss:.0f} |")
+    print(f"\noffload / streamed: {med['copy/streamed'] / med['copy/offload']:.2f}x; "
+          f"a switch at 50 % cost {med['failover/switch'] - med['failover/healthy']:+.3f} s "
+          "against reading the healthy copy alone")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -259,6 +259,7 @@ def main() -> int:
     keystone = harness.KeystoneServer(work / "keystone", 16010)
     # samples[(size, tool, op)] = [{"seconds", "cpu", "server_cpu", "rss"}, ...]
     samples: dict[tuple[int, str, str], list[dict[str, float]]] = {}
+    failures: dict[str, int] = {}
     try:
         swift.start()
         keystone.start("http://127.0.0.1:16004")
@@ -287,8 +288,20 @@ def main() -> int:
                 worker = [variants[variant], "-P", "-c", MULTISTORE_WORKER] \
                     if tool.startswith("multistore") else [str(glance_python), "-c", GLANCE_WORKER]
                 extra = [tool.partition("c=")[2]] if tool.startswith("multistore") else []
-                out, _, _, rss = run(worker + [op, str(conf_dir), str(refs), image_id,
-                                               str(size), *extra])
+                for attempt in range(3):
+                    before = group_cpu(servers)
+                    try:
+                        out, _, _, rss = run(worker + [op, str(conf_dir), str(refs),
+                                                       image_id, str(size), *extra])
+                        break
+                    except RuntimeError as exc:
+                        # An add that fails is counted and run again (it left
+                        # nothing: the id is free), a get or delete fails the run.
+                        if op != "add" or attempt == 2:
+                            raise
+                        failures[tool] = failures.get(tool, 0) + 1
+                        print(f"{tool} add failed, run again: {str(exc)[-300:]}",
+                              file=sys.stderr, flush=True)
                 timed = json.loads(out)
                 seconds, cpu = timed["seconds"], timed["cpu"]
             else:
@@ -332,6 +345,8 @@ def main() -> int:
         keystone.stop()
         shutil.rmtree(work, ignore_errors=True)
     report(samples, sizes, tools, args.rounds, hash_cpu_per_gib())
+    for tool, count in failures.items():
+        print(f"{tool}: {count} add(s) failed and were run again")
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import logging
 import threading
@@ -124,6 +125,18 @@ class SwiftDriver(Driver[SwiftLocation]):
                 "references": sorted(self.refs),
                 "large_object_size": self.large_size, "segment_size": self.segment_size,
                 "segment_concurrency": self.concurrency}
+
+    def claims(self) -> list[str]:
+        """The containers this store writes: two stores writing the same ones
+        of one account would each hold the other's locations."""
+        if self.multi_tenant:
+            return [f"swift containers {self.container}_<image id> in users' accounts"]
+        ref = self.refs[self.default_ref]
+        names = f"{self.container}_<first {self.seed} characters of the id>" \
+            if self.seed else self.container
+        who = ref.user or "application credential " + hashlib.sha256(
+            ref.extra.get("application_credential_id", "").encode()).hexdigest()[:12]
+        return [f"swift container {names} of {who} at {redact(ref.auth_address)}"]
 
     # -- accounts ------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import unicodedata
 import urllib.parse
 from typing import ClassVar
 
-from multistore.location import Location, quote, split_url, unquote
+from multistore.location import Location, image_id_problem, quote, split_url, unquote
 
 SCHEMES = ("swift+config", "swift+https", "swift+http", "swift")
 #: Schemes of URLs that name the server directly (legacy and multi-tenant).
@@ -34,12 +34,16 @@ HTTP_SCHEMES = ("swift+https", "swift+http", "swift")
 
 def _name(raw: str, what: str) -> str:
     """A container or object name from its quoted form; ValueError if it is
-    one that would not name exactly that object in that container."""
+    one that would not name exactly that object in that container (or, for
+    the object, not an id the core accepts)."""
     name = unquote(raw)
     if name in ("", ".", "..") or "/" in name:
         raise ValueError(f"the {what} name is empty, '.' or '..', or holds '/'")
     if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
         raise ValueError(f"the {what} name holds control characters")
+    problem = image_id_problem(name) if what == "object" else None
+    if problem:
+        raise ValueError(f"the object name is not an image id: {problem}")
     return name
 
 

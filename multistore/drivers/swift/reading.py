@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 from multistore import errors
 from multistore.driver import ReadStream
@@ -212,9 +212,7 @@ class SwiftRead:
                 except client_exception() as exc:
                     if exc.http_status != 404:
                         raise
-                    raise errors.MultistoreError(
-                        f"segment {container}/{obj} of {self.loc} is missing: the "
-                        "image is damaged") from None
+                    self._missing_segment(container, obj)
                 fresh = False
                 got = 0
                 try:
@@ -231,6 +229,19 @@ class SwiftRead:
                 position += got
                 index += 1
         return self._stream(open_at, end - start, start)
+
+    def _missing_segment(self, container: str, obj: str) -> NoReturn:
+        """A segment is gone: the image was deleted meanwhile (NotFound), or
+        is damaged (its manifest is still there)."""
+        loc = self.loc
+        try:
+            self.account.call(lambda conn: conn.head_object(loc.container, loc.image_id))
+        except client_exception() as exc:
+            if exc.http_status == 404:
+                raise errors.NotFound(f"{loc} was deleted while being read") from None
+            raise
+        raise errors.MultistoreError(f"segment {container}/{obj} of {loc} is missing: "
+                                     "the image is damaged")
 
     def _stream(self, open_at: Any, size: int, offset: int | None = None) -> ReadStream:
         reader = ResumingRead(open_at, self.offset if offset is None else offset, size,

@@ -472,15 +472,24 @@ def _body(pipe: _Pipe, length: int) -> Any:
 def delete_objects(account: Account, names: Iterable[tuple[str, str]],
                    workers: int = 1) -> None:
     """Delete (container, object) pairs, several at once; missing ones are fine.
-    Names are sent as they are: never unquoted, so '%' in a name is kept."""
+    Names are sent as they are: never unquoted, so '%' in a name is kept.
+    The first failure stops the rest (a server that does not answer is not
+    asked again for every segment: what is left, a sweep removes)."""
     names = list(names)
+    failed = threading.Event()
 
     def delete_one(name: tuple[str, str]) -> None:
+        if failed.is_set():
+            return
         try:
             account.call(lambda conn: conn.delete_object(*name), "deleting an object")
         except client_exception() as exc:
             if exc.http_status != 404:
+                failed.set()
                 raise
+        except BaseException:
+            failed.set()
+            raise
 
     if len(names) <= 1 or workers <= 1:
         for name in names:

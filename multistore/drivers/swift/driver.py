@@ -417,6 +417,13 @@ class SwiftDriver(Driver[SwiftLocation]):
             raise errors.NotSupported("images of a single-tenant swift store all live "
                                       "in the service's account: no per-image ACLs")
         writers = list(dict.fromkeys([*write_tenants, *self.admin_tenants]))
+        for tenant in (*read_tenants, *writers):
+            # An entry is one project: ',' would add entries, ':' a user,
+            # a leading '.' a referrer rule ('x,.r:*' makes the image public).
+            if not isinstance(tenant, str) or not tenant or tenant.startswith(".") or any(
+                    c in ",:*" or c.isspace() or not c.isprintable() for c in tenant):
+                raise errors.WriteDenied(f"{tenant!r} is not a project id: refusing to "
+                                         "write it into a container ACL")
         if self.acl_style == "tempauth":
             read = ".r:*,.rlistings" if public else ",".join(read_tenants)
             write = ",".join(writers)

@@ -342,3 +342,26 @@ def test_a_missing_segment_is_an_error_not_a_missing_image(make_swift_stores, sw
         assert not isinstance(info.value, errors.NotFound)
         assert stores.get_size(result.location) == len(data)
         stores.delete(result.location)
+
+
+@pytest.mark.parametrize("member", ["x,.r:*", ".r:*", "test2,*", "a b", "test2:tester2",
+                                    "x\n", ""])
+def test_acl_entries_that_are_not_project_ids_are_refused(tenant_stores, swift_server,
+                                                          member):
+    """A 'tenant' smuggling an ACL element (',.r:*' makes a container world
+    readable; Glance takes member ids as they come) is refused; the image
+    stays private."""
+    alice = _context(swift_server)
+    bob = _context(swift_server, "test2:tester2")
+    result = tenant_stores.add(new_id(), b"private", 7, context=alice)
+    with pytest.raises(errors.WriteDenied, match="not a project id"):
+        tenant_stores.set_acls(result.location, read_tenants=["test3", member],
+                               context=alice)
+    with pytest.raises(errors.WriteDenied):
+        read(tenant_stores, result.location, context=bob)
+    anonymous = swiftclient.Connection(preauthurl=alice.storage_url, preauthtoken="x",
+                                       retries=0)
+    with pytest.raises(swiftclient.ClientException):
+        anonymous.get_object(result.location.rsplit("/", 2)[1],
+                             result.location.rsplit("/", 1)[1])
+    tenant_stores.delete(result.location, context=alice)

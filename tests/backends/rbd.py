@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -125,14 +125,8 @@ def _run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 
     return done.stdout
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+_procs = runpy.run_path(str(Path(__file__).with_name("procs.py")))
+_port_free, _alive = _procs["port_free"], _procs["alive"]
 
 
 class CephCluster:
@@ -369,21 +363,8 @@ class CephCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _is_ceph(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return os.path.basename(f.read().split(b"\0")[0]).startswith(b"ceph-")
-    except OSError:
-        return False
+    return bool(_procs["program"](pid).startswith(b"ceph-"))
 
 
 def main(argv: list[str]) -> int:

@@ -26,6 +26,11 @@ class TestSwiftFaults(FaultSuite, FullBackendFaults, ServerFaults):
     #: 2 MB segments from 1 MB on: killed adds leave segments, a 32 MiB
     #: image under fault has 17 of them.
     fault_image_size = 32 * 1024 * 1024
+    #: Broken reads resume (swift_store_retry_get_count = 8: about 11 s of
+    #: backoff) at the first byte not delivered; an outage of 4 s is longer
+    #: than the store's 3 s timeout and well within that window.
+    resumes_reads = True
+    server_outage = 4.0
 
     @pytest.fixture
     def container(self):
@@ -41,7 +46,8 @@ class TestSwiftFaults(FaultSuite, FullBackendFaults, ServerFaults):
                   "swift_store_create_container_on_put": True,
                   "swift_store_large_object_size": 1,
                   "swift_store_large_object_chunk_size": 2,
-                  "swift_store_timeout": 5, "swift_store_retries": 1}
+                  "swift_store_timeout": 3, "swift_store_retries": 1,
+                  "swift_store_retry_get_count": 8}
         path = tmp_path / "faults.conf"
         path.write_text(render_ini({
             "DEFAULT": {"enabled_backends": {"objects": "swift", "other": "swift",

@@ -181,10 +181,10 @@ def _boot_id() -> bytes:
 
 @dataclasses.dataclass(frozen=True)
 class AddRecord:
-    """Who is writing an incomplete VDI, and when it last said so."""
+    """Who is writing an incomplete VDI, and when it last said so (ns since the epoch)."""
 
-    heartbeat: float
-    started: float
+    heartbeat: int
+    started: int
     pid: int
     pid_start: int
     boot_id: bytes
@@ -192,7 +192,7 @@ class AddRecord:
 
     @classmethod
     def mine(cls) -> AddRecord:
-        now = time.time()
+        now = time.time_ns()
         return cls(now, now, os.getpid(), _proc_start(os.getpid()) or 0, _boot_id(),
                    socket.gethostname()[:64])
 
@@ -202,20 +202,31 @@ class AddRecord:
         magic, beat, started, pid, pid_start, boot, host = RECORD.unpack(raw)
         if magic != MAGIC:
             return None
-        return cls(beat / 1e9, started / 1e9, pid, pid_start, boot,
+        return cls(beat, started, pid, pid_start, boot,
                    host.rstrip(b"\0").decode("utf-8", "replace"))
 
     def pack(self) -> bytes:
-        return RECORD.pack(MAGIC, int(self.heartbeat * 1e9), int(self.started * 1e9),
-                           self.pid, self.pid_start, self.boot_id,
-                           self.host.encode()[:64]).ljust(128, b"\0")
+        return RECORD.pack(MAGIC, self.heartbeat, self.started, self.pid, self.pid_start,
+                           self.boot_id, self.host.encode()[:64]).ljust(128, b"\0")
 
-    def abandoned(self, now: float) -> bool:
-        """The writer is provably gone: this host's process is dead (or another
-        one took its pid), or another host's writer missed its heartbeats."""
-        if self.boot_id != bytes(16) and self.boot_id == _boot_id():
-            return _proc_start(self.pid) != self.pid_start
-        return now - self.heartbeat > LEASE
+    @property
+    def writer(self) -> tuple[int, int, bytes]:
+        """What tells one add from every other."""
+        return self.started, self.pid, self.boot_id
+
+    def age(self, now: float) -> float:
+        """Seconds since the last heartbeat."""
+        return now - self.heartbeat / 1e9
+
+    def abandoned(self, now: float, lease: float, given_up: set[tuple[int, int, bytes]],
+                  ) -> bool:
+        """The writer is provably gone: its process (on this host) is dead or
+        another took its pid; or it gave up in this process (an abort whose
+        cleanup failed); or it missed its heartbeats for ``lease`` seconds."""
+        if self.boot_id != bytes(16) and self.boot_id == _boot_id() \
+                and _proc_start(self.pid) != self.pid_start:
+            return True
+        return self.writer in given_up or self.age(now) > lease
 
 
 def _sentinel(inode: proto.Inode) -> int:
@@ -229,6 +240,9 @@ class SheepdogDriver(Driver[SheepdogLocation]):
     capabilities = Capabilities(read=True, ranged_read=True, write=True, delete=True)
     options = OPTIONS
     write_chunk_size = PIECE
+    #: Seconds without a heartbeat before a writer on another host (or a
+    #: live process on this one) counts as gone.
+    lease = LEASE
 
     def configure(self) -> None:
         c = self.conf
@@ -239,6 +253,9 @@ class SheepdogDriver(Driver[SheepdogLocation]):
         self.window = max(1, self.chunk_size // PIECE)
         self._pool: list[proto.Connection] = []
         self._lock = threading.Lock()
+        #: Adds of this process that failed and could not clean up after
+        #: themselves (sheep was down): abandoned, whatever their heartbeat says.
+        self.given_up: set[tuple[int, int, bytes]] = set()
         # A read broken by a lost connection resumes where it stopped; one that
         # timed out does not (a stuck sheep would only make the caller wait more).
         self._retry = RetryPolicy(attempts=2, retryable=lambda e: isinstance(
@@ -258,9 +275,15 @@ class SheepdogDriver(Driver[SheepdogLocation]):
     # -- connections --------------------------------------------------------------
 
     def connect(self) -> proto.Connection:
-        with self._lock:
-            if self._pool:
-                return self._pool.pop()
+        """An idle connection of the pool, or a new one."""
+        while True:
+            with self._lock:
+                if not self._pool:
+                    break
+                conn = self._pool.pop()
+            if not conn.ready():
+                return conn
+            conn.close()        # readable while idle: sheep closed it (restarted, ...)
         return proto.Connection(self.address, self.port, self.timeout)
 
     def release(self, conn: proto.Connection) -> None:
@@ -481,22 +504,21 @@ class SheepdogDriver(Driver[SheepdogLocation]):
                     continue                # deleted, or a snapshot
                 record = AddRecord.parse(inode)
                 if record is not None:
-                    age = now - record.heartbeat
-                    if age <= grace or not record.abandoned(now):
+                    age = record.age(now)
+                    if age <= grace or not record.abandoned(now, self.lease, self.given_up):
                         continue
                     who = f"pid {record.pid} on {record.host}"
                 elif self._creating(conn, inode):
                     age = now - (inode.create_time >> 32)
-                    if age <= max(grace, LEASE):
+                    if age <= max(grace, self.lease):
                         continue
                     who = "a writer that died creating it"
                 else:
                     continue
-                written = sum(1 for e in conn.entries(inode.vid, 0, min(
-                    inode.objects, proto.MAX_OBJECTS)) if e) * inode.object_size
                 image = inode.name.decode("utf-8", "replace")
+                size = 0 if record is None else inode.vdi_size     # what it was to hold
                 found.append(Leftover(f"incomplete VDI {image!r} (vid {inode.vid:#x}, {who})",
-                                      written, age, (inode.vid, inode.raw)))
+                                      size, age, (inode.vid, inode.raw)))
         return found
 
     def _inodes(self, conn: proto.Connection, vids: list[int]) -> Iterator[proto.Inode]:
@@ -532,7 +554,8 @@ class SheepdogDriver(Driver[SheepdogLocation]):
             if not inode.name:
                 raise errors.NotFound(f"{leftover.name} is gone")
             record = AddRecord.parse(inode)
-            if inode.raw != raw or (record is not None and not record.abandoned(time.time())):
+            if inode.raw != raw or (record is not None and not record.abandoned(
+                    time.time(), self.lease, self.given_up)):
                 raise errors.InUse(f"{leftover.name} changed since it was found: "
                                    "its writer is alive")
             self.destroy(conn, inode, incomplete=True)
@@ -799,22 +822,26 @@ class _Writer(Writer):
                     self._reap()
         except Exception:   # noqa: BLE001 - cleaning up on a fresh connection
             conn.close()
-        if not self.vid:
-            d.release(conn)
-            return
-        if conn.broken:
-            conn = proto.Connection(d.address, d.port, d.timeout)
+        if not self.vid or conn.broken:
+            d.release(conn)                 # closes a broken one
+            if not self.vid:
+                return
         try:
+            if conn.broken:
+                conn = proto.Connection(d.address, d.port, d.timeout)
             inode = conn.inode(self.vid)
             found = AddRecord.parse(inode)
             if inode.name == self.name and (found is None or _same_writer(found, self.record)):
                 d.destroy(conn, inode, incomplete=True)
+        except BaseException:
+            d.given_up.add(self.record.writer)     # a sweep removes it
+            raise
         finally:
             d.release(conn)
 
 
 def _same_writer(found: AddRecord | None, mine: AddRecord) -> bool:
-    return found is not None and (found.started, found.pid) == (mine.started, mine.pid)
+    return found is not None and found.writer == mine.writer
 
 
 _ZEROS = bytes(PIECE)

@@ -328,7 +328,8 @@ def report(results: dict[int, dict[str, dict[str, Samples]]],
            args: argparse.Namespace) -> None:
     cores = os.cpu_count() or 1
     print(f"\nSheepdog 1.0, one sheep, objects on disk{' (sheep -n)' if args.nosync else ''}; "
-          f"sheepdog_store_chunk_size {args.chunk_mib} MiB; {cores} cores; medians of {args.rounds} rounds; MB/s = 10^6 bytes/s; "
+          f"sheepdog_store_chunk_size {args.chunk_mib} MiB; {cores} cores; "
+          f"medians of {args.rounds} rounds; MB/s = 10^6 bytes/s; "
           "CPU = CPU seconds per GiB, client + sheep; RSS = peak of the measuring process "
           "(dog processes included)\n")
     print("| size | way | add MB/s | get MB/s | add CPU s/GiB | get CPU s/GiB "

@@ -64,6 +64,7 @@ RSP_DEFAULT = struct.Struct("<4xBBB25x")     # nr_copies copy_policy block_size_
 NO_UNION = bytes(32)
 
 MAX_VDI_NAME = 255                          # SD_MAX_VDI_LEN, less the NUL
+PIECE = 4 << 20                             # the largest request this client sends or asks
 NR_VDIS = 1 << 24
 VDI_BIT = 1 << 63
 MAX_OBJECTS = 1 << 20                       # data_vdi_id entries of a plain inode
@@ -129,6 +130,11 @@ class Inode:
     @property
     def object_size(self) -> int:
         return 1 << self.block_size_shift
+
+    @property
+    def max_size(self) -> int:
+        """The largest size a plain VDI with this object size has (4 TiB for 4 MiB)."""
+        return self.object_size * MAX_OBJECTS
 
     @property
     def objects(self) -> int:

@@ -161,7 +161,26 @@ def test_dog_reads_what_multistore_wrote(sheepdog_b: Any, tmp_path: Path) -> Non
         listed = c.vdis()[uid]
         assert listed["size"] == len(data)
         assert listed["used"] == 4 * OBJ                 # the zero objects were never written
+        assert len(data_objects(c, listed["vid"])) == 4
         stores.delete(result.location)
+        assert uid not in c.vdis()
+        wait_for(lambda: not data_objects(c, listed["vid"]), what="the data objects freed")
+        with pytest.raises(errors.NotFound):
+            stores.delete(result.location)
+
+
+def test_an_image_deleted_while_read_is_not_found(sheepdog_a: Any, tmp_path: Path) -> None:
+    c = sheepdog_a
+    data = random_bytes(6 * OBJ, seed=23)
+    with sheepdog_stores(tmp_path, {"sd": (c, {"sheepdog_store_chunk_size": 4})}) as stores:
+        result = stores.add(new_id(), data, len(data))
+        vid = c.vdis()[result.location.rpartition(":")[2]]["vid"]
+        with pytest.raises(errors.NotFound, match="deleted while being read"), \
+                stores.get(result.location) as reader:
+            for n, _ in enumerate(reader):
+                if n == 0:
+                    stores.delete(result.location)
+                    wait_for(lambda: not data_objects(c, vid), what="the objects freed")
 
 
 def test_unknown_size_grows_the_vdi(sheepdog_a: Any, tmp_path: Path) -> None:

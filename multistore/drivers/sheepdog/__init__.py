@@ -20,6 +20,7 @@ is provably gone (:meth:`SheepdogDriver.find_leftovers`).
 
 from __future__ import annotations
 
+import array
 import collections
 import contextlib
 import dataclasses
@@ -27,7 +28,7 @@ import ipaddress
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from oslo_config import cfg
@@ -185,9 +186,9 @@ class SheepdogDriver(Driver[SheepdogLocation]):
                 if not self._pool:
                     break
                 conn = self._pool.pop()
-            if not conn.ready():
+            if not conn.closed_by_peer():
                 return conn
-            conn.close()        # readable while idle: sheep closed it (restarted, ...)
+            conn.close()        # sheep restarted, or dropped an idle client
         return proto.Connection(self.address, self.port, self.timeout)
 
     def release(self, conn: proto.Connection) -> None:
@@ -351,18 +352,8 @@ class SheepdogDriver(Driver[SheepdogLocation]):
         reference), then DEL_VDI. An incomplete VDI may also hold objects
         written but not yet recorded: those are removed one by one."""
         vid, objects = inode.vid, min(inode.objects, proto.MAX_OBJECTS)
-        copies, policy = inode.nr_copies, inode.copy_policy
-        entries = conn.entries(vid, 0, objects) if objects else ()
-        rids: collections.deque[tuple[int, bool]] = collections.deque()  # (id, a removal)
-
-        def flush(limit: int) -> None:
-            while len(rids) > limit:
-                rid, removal = rids.popleft()
-                try:
-                    conn.result(rid)
-                except proto.SheepError as exc:
-                    if not (removal and exc.result == proto.NO_OBJ):
-                        raise
+        entries = conn.entries(vid, 0, objects) if objects else array.array("I")
+        requests = []
         idx = 0
         while idx < objects:
             if not entries[idx]:
@@ -371,18 +362,13 @@ class SheepdogDriver(Driver[SheepdogLocation]):
             run = idx
             while run < objects and entries[run] and run - idx < 4096:
                 run += 1
-            rids.append((conn.submit(proto.WRITE_OBJ, conn.obj_union(
-                proto.vdi_oid(vid), proto.INODE_HEADER_SIZE + 4 * idx, copies, policy),
-                bytes(4 * (run - idx))), False))
-            flush(self.window)
+            requests.append((proto.WRITE_OBJ, conn.obj_union(
+                proto.vdi_oid(vid), proto.INODE_HEADER_SIZE + 4 * idx, inode.nr_copies,
+                inode.copy_policy), bytes(4 * (run - idx))))
             idx = run
+        self.pipeline(conn, requests)       # the entries must be zero before DEL_VDI
         if incomplete and inode.vdi_size != inode.max_size:
-            for idx in range(objects):
-                if not entries[idx]:
-                    rids.append((conn.submit(proto.REMOVE_OBJ, conn.obj_union(
-                        proto.data_oid(vid, idx), 0, copies, policy)), True))
-                    flush(64)
-        flush(0)                            # the entries must be zero before DEL_VDI
+            self.remove_objects(conn, inode, (i for i in range(objects) if not entries[i]))
         try:
             if conn.lookup(inode.name) != vid:
                 return                      # deleted meanwhile, and the name reused
@@ -390,6 +376,32 @@ class SheepdogDriver(Driver[SheepdogLocation]):
         except proto.SheepError as exc:
             if exc.result != proto.NO_VDI:
                 raise
+
+    def remove_objects(self, conn: proto.Connection, inode: proto.Inode,
+                       indexes: Iterable[int]) -> None:
+        """REMOVE_OBJ the data objects ``indexes`` of ``inode``'s VDI (those
+        that exist: an object that does not is no error)."""
+        self.pipeline(conn, ((proto.REMOVE_OBJ, conn.obj_union(
+            proto.data_oid(inode.vid, i), 0, inode.nr_copies, inode.copy_policy), None)
+            for i in indexes), missing_ok=True)
+
+    def pipeline(self, conn: proto.Connection,
+                 requests: Iterable[tuple[int, bytes, bytes | None]], *,
+                 missing_ok: bool = False) -> None:
+        """Send ``(opcode, union, data)`` requests, up to 64 in flight; wait for all."""
+        rids: collections.deque[int] = collections.deque()
+
+        def wait(limit: int) -> None:
+            while len(rids) > limit:
+                try:
+                    conn.result(rids.popleft())
+                except proto.SheepError as exc:
+                    if not (missing_ok and exc.result == proto.NO_OBJ):
+                        raise
+        for opcode, union, data in requests:
+            rids.append(conn.submit(opcode, union, data))
+            wait(64)
+        wait(0)
 
     # -- leftovers of dead writers ------------------------------------------------
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import array
 import dataclasses
-import select
 import socket
 import struct
 import sys
@@ -245,17 +244,15 @@ class Connection:
         self._done[rid] = (self.pending.pop(rid), result, head[16:], data)
         return rid
 
-    def ready(self) -> bool:
-        """Whether a response can be read without waiting."""
-        return bool(select.select([self.sock], [], [], 0)[0])
-
-    def next_done(self) -> int:
-        """The id of a completed request (waiting for one if none is)."""
-        if self._done:
-            return next(iter(self._done))
-        if not self.pending:
-            raise ProtocolError("no request in flight")
-        return self._receive_one()
+    def closed_by_peer(self) -> bool:
+        """For an idle connection: whether sheep closed it (or sent what was not asked)."""
+        try:
+            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False            # nothing to read: open and idle
+        except OSError:
+            pass
+        return True
 
     def result(self, rid: int) -> tuple[bytes, bytes | None]:
         """Wait for request ``rid``: (the response's 32-byte union, its data);

@@ -283,15 +283,23 @@ class AddWriter(Writer):
         if self.size is None and self.vdi_size != self.written:
             self._grow(self.written)
         self._stop_heartbeat()
-        inode = self.conn.inode(self.vid)
-        if self.conn.lookup(self.name) != self.vid or \
-                not _same_writer(AddRecord.parse(inode), self.record):
-            raise errors.MultistoreError(f"image {self.image_id!r} was removed from "
-                                         f"{self.driver.where} while being written")
+        if not self._still_mine(self.conn.inode(self.vid)):
+            raise errors.MultistoreError(
+                f"image {self.image_id!r} was removed from {self.driver.where} while being "
+                f"written (its writer stopped for more than {self.driver.lease:g} s?)")
         self._header(RECORD_OFFSET, bytes(128))
         self.finished = True
         self.driver.release(self.conn)
         return Stored(self.driver.location_for(self.image_id))
+
+    def _still_mine(self, inode: proto.Inode) -> bool:
+        """The VDI is alive under this add's name, with this add's record (or,
+        right after NEW_VDI, none yet)."""
+        if inode.name != self.name or inode.vid != self.vid:
+            return False
+        found = AddRecord.parse(inode)
+        return (found is None and inode.vdi_size == inode.max_size) or \
+            (found is not None and found.writer == self.record.writer)
 
     def _stop_heartbeat(self) -> None:
         self.stop.set()
@@ -319,9 +327,12 @@ class AddWriter(Writer):
             if conn.broken:
                 conn = proto.Connection(d.address, d.port, d.timeout)
             inode = conn.inode(self.vid)
-            found = AddRecord.parse(inode)
-            if inode.name == self.name and (found is None or _same_writer(found, self.record)):
+            if self._still_mine(inode):
                 d.destroy(conn, inode, incomplete=True)
+            elif not inode.name and self.written:
+                # Swept while this writer was stalled: what it wrote since, unrecorded
+                # in the deleted inode, would be nobody's. (Its vid is never reused.)
+                d.remove_objects(conn, inode, range(-(-self.written // self.obj)))
         except BaseException:
             d.given_up.add(self.record.writer)     # a sweep removes it
             raise
@@ -329,5 +340,3 @@ class AddWriter(Writer):
             d.release(conn)
 
 
-def _same_writer(found: AddRecord | None, mine: AddRecord) -> bool:
-    return found is not None and found.writer == mine.writer

@@ -231,6 +231,43 @@ def test_an_add_in_progress_is_invisible_and_not_duplicated(sheepdog_a: Any,
         assert read(stores, result.location) == data
 
 
+def test_a_live_writer_keeps_its_lease(sheepdog_b: Any, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer whose source stalls longer than the lease is not swept: its
+    heartbeat (every HEARTBEAT s, here 0.2) keeps it alive; once it stops, it is."""
+    from multistore.drivers.sheepdog import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "HEARTBEAT", 0.2)
+    c = sheepdog_b
+    data = random_bytes(3 * OBJ, seed=24)
+    uid = new_id()
+    with sheepdog_stores(tmp_path, {"herd": (c, {})}) as stores:
+        driver(stores, "herd").lease = 1.0
+        swept: list[Any] = []
+
+        def stall() -> None:
+            time.sleep(2.0)                         # twice the lease, without a write
+            swept.extend(stores.sweep(grace=0))
+        result = stores.add(uid, pausing(data, OBJ, stall), len(data))
+        assert swept == []
+        assert read(stores, result.location) == data
+        stores.delete(result.location)
+
+        # Without heartbeats, the same stall loses the lease: the sweep removes
+        # the VDI, the add fails at commit and removes what it wrote since.
+        monkeypatch.setattr(writer_module, "HEARTBEAT", 3600)
+        seen: list[int] = []
+
+        def stall_and_note() -> None:
+            seen.append(c.vdis()[uid]["vid"])
+            stall()
+        with pytest.raises(errors.MultistoreError, match="removed .* while being written"):
+            stores.add(uid, pausing(data, OBJ, stall_and_note), len(data))
+        assert [s.removed for s in swept] == [True]
+        assert uid not in c.vdis()
+        wait_for(lambda: not data_objects(c, seen[0]), what="every object written freed")
+
+
 def test_a_vdi_being_created_is_invisible(sheepdog_b: Any, tmp_path: Path) -> None:
     """Between NEW_VDI and the add record: the sentinel size, no data."""
     c = sheepdog_b

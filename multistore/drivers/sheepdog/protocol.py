@@ -164,7 +164,7 @@ class Connection:
             self.sock.close()
             raise
         self._next_id = 0
-        self.pending: dict[int, int] = {}       # id -> opcode
+        self.pending: dict[int, tuple[int, int]] = {}   # id -> (opcode, bytes expected)
         self._done: dict[int, tuple[int, int, bytes, bytes | None]] = {}
         self.broken = False
 
@@ -189,7 +189,7 @@ class Connection:
             length = len(data)
         ver = PROTO_VER if opcode < 0x80 else SHEEP_PROTO_VER
         head = HEADER.pack(ver, opcode, flags, 0, rid, length) + union
-        self.pending[rid] = opcode
+        self.pending[rid] = (opcode, read_length)
         try:
             self._send(head, data)
         except BlockingIOError:
@@ -236,12 +236,14 @@ class Connection:
             _, _, _, _, rid, length = HEADER.unpack_from(head)
             if rid not in self.pending:
                 raise ProtocolError(f"sheep answered request {rid}, which was not sent")
+            if length > max(self.pending[rid][1], 65536):
+                raise ProtocolError(f"sheep announced {length} bytes for request {rid}")
             data = self._recv(length) if length else None
         except BaseException:
             self.broken = True
             raise
         result = struct.unpack_from("<I", head, 16)[0]
-        self._done[rid] = (self.pending.pop(rid), result, head[16:], data)
+        self._done[rid] = (self.pending.pop(rid)[0], result, head[16:], data)
         return rid
 
     def closed_by_peer(self) -> bool:

@@ -17,7 +17,7 @@ ZEROS = bytes(proto.PIECE)
 
 class Chunks:
     """The bytes of an image from ``position`` to ``end``, piece by piece,
-    with up to ``window`` reads in flight, each on a connection of its own:
+    with up to ``read_window`` reads in flight, each on a connection of its own:
     answers come back in order and none waits in memory."""
 
     def __init__(self, driver: SheepdogDriver, inode: proto.Inode,
@@ -56,7 +56,7 @@ class Chunks:
         waiting = None
         try:
             while True:
-                while len(inflight) < 2 * d.window:
+                while len(inflight) < 2 * d.read_window:
                     piece, waiting = waiting or next(pieces, None), None
                     if piece is None:
                         break
@@ -64,7 +64,7 @@ class Chunks:
                     if not holder:                  # never written: zeros
                         inflight.append((None, 0, n))
                         continue
-                    if not free and len(conns) < d.window:
+                    if not free and len(conns) < d.read_window:
                         conns.append(d.connect())
                         free.append(conns[-1])
                     if not free:

@@ -122,9 +122,10 @@ def sheepdog_options(cluster: Any, **overrides: Any) -> dict[str, Any]:
 
 def sheepdog_stores(directory: Path, stores: dict[str, tuple[Any, dict[str, Any]]],
                     default: str | None = None,
-                    extra: dict[str, dict[str, Any]] | None = None) -> Any:
+                    extra: dict[str, dict[str, Any]] | None = None, **core: Any) -> Any:
     """A StoreSet of sheepdog stores ``{id: (cluster, {options})}``, the first the
-    default, plus ``extra`` stores ``{id: {"type": ..., options}}``."""
+    default, plus ``extra`` stores ``{id: {"type": ..., options}}``; ``core`` are
+    ``[glance_store]`` options."""
     import multistore
     from multistore.testing import make_conf
 
@@ -137,6 +138,6 @@ def sheepdog_stores(directory: Path, stores: dict[str, tuple[Any, dict[str, Any]
     for sid, (cluster, options) in stores.items():
         sections[sid] = sheepdog_options(cluster, **options)
     sections = {"DEFAULT": {"enabled_backends": enabled},
-                "glance_store": {"default_backend": default or next(iter(stores))},
+                "glance_store": {"default_backend": default or next(iter(stores)), **core},
                 **sections}
     return multistore.load(make_conf(sections, directory))

@@ -169,6 +169,28 @@ def test_dog_reads_what_multistore_wrote(sheepdog_b: Any, tmp_path: Path) -> Non
             stores.delete(result.location)
 
 
+def test_buffers_across_object_boundaries(sheepdog_b: Any, tmp_path: Path) -> None:
+    """Core buffers of 6 MiB: pieces straddle 4 MiB objects, an object is created
+    by one buffer and finished by the next (after its creation is answered)."""
+    c = sheepdog_b
+    data = bytearray(random_bytes(31 * MiB + 5, seed=25))
+    data[7 * MiB:13 * MiB] = bytes(6 * MiB)          # zeros across three objects
+    data[22 * MiB:22 * MiB + 3] = bytes(3)
+    data = bytes(data)
+    with sheepdog_stores(tmp_path, {"herd": (c, {"sheepdog_store_chunk_size": 8})},
+                         stream_chunk_size=6 * MiB) as stores:
+        for size in (len(data), None):
+            uid = new_id()
+            result = stores.add(uid, data, size)
+            assert c.dog("vdi", "read", uid).stdout == data
+            assert read(stores, result.location) == data
+            assert read(stores, result.location, offset=7 * MiB - 1, length=6 * MiB + 2) == \
+                data[7 * MiB - 1:13 * MiB + 1]
+            # Of the 8 objects, object 2 (8-12 MiB) is all zeros: a hole.
+            assert len(data_objects(c, c.vdis()[uid]["vid"])) == 7
+            stores.delete(result.location)
+
+
 def test_an_image_deleted_while_read_is_not_found(sheepdog_a: Any, tmp_path: Path) -> None:
     c = sheepdog_a
     data = random_bytes(6 * OBJ, seed=23)

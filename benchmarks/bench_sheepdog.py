@@ -25,7 +25,10 @@ Times and CPU of the Python ways cover the operation, not the interpreter's
 start; those of ``dog whole`` cover the dog process (its start is the way's).
 
 Every measurement runs in a fresh process (its peak RSS is its own, dog
-children included); rounds alternate the ways; the tables show medians. CPU is
+children included); rounds alternate the ways. Each round, every way adds its
+own image, then every way reads one of them ``--gets`` times, the ways
+interleaved, so that the gets compare the same bytes at the same moments. The
+tables show medians. CPU is
 client (the measured process and its children) + sheep, per GiB. The cluster
 is the test harness's (one sheep, objects on disk, synchronous writes as sheep
 does by default), on a free port in 17030-17099, stopped by PID at the end.
@@ -216,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ways", default=",".join(WAYS),
                    help="comma-separated subset of: " + ", ".join(WAYS))
     p.add_argument("--nosync", action="store_true", help="run sheep with -n (no O_SYNC)")
+    p.add_argument("--gets", type=int, default=3,
+                   help="reads of each image per round (gets vary more than adds)")
     p.add_argument("--chunk-mib", type=int, default=64,
                    help="sheepdog_store_chunk_size of the multistore ways (MiB in flight)")
     # worker mode
@@ -268,28 +273,37 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
                 common = ["--port", str(port), "--dog", dog, "--tmp", str(tmp),
                           "--size", str(size), "--chunk-mib", str(args.chunk_mib)]
-                for way in order:
+                workers = {MULTISTORE: "multistore", DRIVER: "driver", GLANCE: "glance"}
+                images = []
+                for way in order:                   # the adds
                     image = f"bench-{uuid.uuid4()}"
                     if way == HASH:
                         measure(size_mib, way, "add", _python_worker, "hashlimit", "add",
                                 common, file=str(path))
                         continue
+                    images.append(image)
                     if way == DOG:
                         cluster.dog("vdi", "create", image, str(size))
                         with open(path, "rb") as src:
                             measure(size_mib, way, "add", _run_dog,
                                     [dog, "vdi", "write", "-p", str(port), image], src,
                                     subprocess.DEVNULL)
-                        with open(os.devnull, "wb") as sink:
-                            measure(size_mib, way, "get", _run_dog,
-                                    [dog, "vdi", "read", "-p", str(port), image],
-                                    subprocess.DEVNULL, sink)
                     else:
-                        worker = {MULTISTORE: "multistore", DRIVER: "driver",
-                                  GLANCE: "glance"}[way]
-                        for op in ("add", "get"):
-                            measure(size_mib, way, op, _python_worker, worker, op, common,
-                                    file=str(path), image=image)
+                        measure(size_mib, way, "add", _python_worker, workers[way], "add",
+                                common, file=str(path), image=image)
+                # The gets: every way reads the same image, the ways interleaved.
+                shared = images[-1]
+                for g in range(args.gets):
+                    for way in (order if g % 2 == 0 else order[::-1]):
+                        if way == DOG:
+                            with open(os.devnull, "wb") as sink:
+                                measure(size_mib, way, "get", _run_dog,
+                                        [dog, "vdi", "read", "-p", str(port), shared],
+                                        subprocess.DEVNULL, sink)
+                        elif way != HASH:
+                            measure(size_mib, way, "get", _python_worker, workers[way], "get",
+                                    common, image=shared)
+                for image in images:
                     cluster.dog("vdi", "delete", image)
                 print(f"round {rnd + 1}/{args.rounds}, {size_mib} MiB done", file=sys.stderr)
     finally:
@@ -329,7 +343,8 @@ def report(results: dict[int, dict[str, dict[str, Samples]]],
     cores = os.cpu_count() or 1
     print(f"\nSheepdog 1.0, one sheep, objects on disk{' (sheep -n)' if args.nosync else ''}; "
           f"sheepdog_store_chunk_size {args.chunk_mib} MiB; {cores} cores; "
-          f"medians of {args.rounds} rounds; MB/s = 10^6 bytes/s; "
+          f"medians of {args.rounds} rounds (gets: {args.rounds * args.gets} reads); "
+          "MB/s = 10^6 bytes/s; "
           "CPU = CPU seconds per GiB, client + sheep; RSS = peak of the measuring process "
           "(dog processes included)\n")
     print("| size | way | add MB/s | get MB/s | add CPU s/GiB | get CPU s/GiB "

@@ -11,18 +11,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
 from multistore import errors
 from multistore.config import StoreConf, StoreSpec
 from multistore.driver import Capabilities, Driver
-from multistore.location import Location, redact
-
-_DISALLOWED_ID_CHARS = frozenset("/\\")
-#: Longest image id, in bytes of UTF-8 (a file name's limit on most filesystems).
-MAX_ID_BYTES = 255
+from multistore.location import MAX_ID_BYTES, Location, image_id_problem, redact
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -90,12 +85,25 @@ class Store:
 
     def check_image_id(self, image_id: str) -> None:
         """Refuse ids that cannot name exactly one image in every driver."""
-        why = _bad_image_id(image_id)
+        why = image_id_problem(image_id)
         if why:
             raise errors.BadLocation(
                 f"invalid image id {image_id!r}: {why} (an id is 1 to {MAX_ID_BYTES} bytes "
                 "of UTF-8 text, without '/', '\\' or control characters, and not "
                 "'.' or '..')", store=self.id, operation="add")
+
+    def copy_image_id(self, location: Location, url: str) -> str:
+        """The image id a copy of ``location`` (written ``url``) takes when
+        none is given: the location's own. A location whose id is only a
+        hint (a web URL, :attr:`Location.image_id_is_hint`) may suggest no
+        valid id: BadLocation naming why, before anything is read."""
+        why = image_id_problem(location.image_id)
+        if why:
+            raise errors.BadLocation(
+                f"{redact(url)} gives no valid image id ({location.image_id[:64]!r}: {why}); "
+                "name the copy's image id (copy(..., image_id=...), multistore copy --id)",
+                store=self.id, operation="copy")
+        return location.image_id
 
     def locate(self, url: str) -> Location:
         """The driver's typed location for ``url``; BadLocation naming this store."""
@@ -128,20 +136,6 @@ class Store:
             entry["weight"] = self.weight
             entry["properties"] = self.driver.properties()
         return entry
-
-
-def _bad_image_id(image_id: object) -> str | None:
-    if not isinstance(image_id, str):
-        return f"it is a {type(image_id).__name__}, not a string"
-    if not image_id or image_id in (".", ".."):
-        return "empty, '.' or '..'"
-    if _DISALLOWED_ID_CHARS & set(image_id):
-        return "it holds '/' or '\\'"
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in image_id):
-        return "it holds control characters or lone surrogates"
-    if len(image_id.encode("utf-8")) > MAX_ID_BYTES:
-        return f"longer than {MAX_ID_BYTES} bytes"
-    return None
 
 
 def translate(exc: BaseException) -> errors.MultistoreError:

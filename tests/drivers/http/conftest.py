@@ -3,8 +3,11 @@ connections on purpose.
 
 Ports (this driver's range is 18080-18099): nginx HTTP 18080, HTTPS 18081,
 forward proxy 18082; the breaking proxy 18083; a Python server answering
-ranges in pieces 18084; a server that never answers 18098; nothing listens
-on 18099.
+ranges in pieces 18084; a Python server answering every request with a
+redirect 18085; a port that records connections (and answers nothing)
+18086; a server that never answers 18098; nothing listens on 18099. The
+benchmark's nginx uses 18090-18092. The fault tests' own nginx, killed and
+frozen on purpose, listens on 18100-18102.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ import multistore
 from multistore.testing import make_conf
 
 HTTP_PORT, HTTPS_PORT, PROXY_PORT, BREAKING_PORT = 18080, 18081, 18082, 18083
-CAPPED_PORT = 18084
+CAPPED_PORT, REDIRECT_PORT, LISTEN_PORT = 18084, 18085, 18086
 SILENT_PORT, DEAD_PORT = 18098, 18099
+FAULT_HTTP_PORT, FAULT_HTTPS_PORT, FAULT_PROXY_PORT = 18100, 18101, 18102
 
 
 def _load_harness() -> Any:
@@ -50,15 +54,14 @@ harness = _load_harness()
 Nginx = harness.Nginx
 
 
-@pytest.fixture(scope="session")
-def nginx_server() -> Iterator[Any]:
-    """The nginx server for the whole session; a failure to start fails the tests.
-
-    Its directory is its own, outside pytest's temporary directories (which
-    other pytest sessions on the machine may clean up), removed at the end.
-    """
-    root = tempfile.mkdtemp(prefix="multistore-http-nginx-")
-    server = Nginx(root, HTTP_PORT, HTTPS_PORT, PROXY_PORT)
+@contextlib.contextmanager
+def running_nginx(prefix: str, *ports: int) -> Iterator[Any]:
+    """An nginx on ``ports`` (HTTP, HTTPS, proxy) in a directory of its own,
+    outside pytest's temporary directories (which other pytest sessions on
+    the machine may clean up), stopped and removed at the end; a failure to
+    start fails the tests."""
+    root = tempfile.mkdtemp(prefix=prefix)
+    server = Nginx(root, *ports)
     try:
         server.start()
         yield server
@@ -67,11 +70,45 @@ def nginx_server() -> Iterator[Any]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def nginx_server() -> Iterator[Any]:
+    """The nginx server for the whole session."""
+    with running_nginx("multistore-http-nginx-", HTTP_PORT, HTTPS_PORT, PROXY_PORT) as server:
+        yield server
+
+
 @pytest.fixture
 def nginx(nginx_server: Any) -> Any:
     """The session's nginx, checked to be still running before each test."""
     nginx_server.check_alive()
     return nginx_server
+
+
+@pytest.fixture(scope="module")
+def fault_nginx_server() -> Iterator[Any]:
+    """A private nginx for the tests that kill and freeze it (the session's
+    nginx, which other tests use, is never disturbed)."""
+    with running_nginx("multistore-http-faults-", FAULT_HTTP_PORT, FAULT_HTTPS_PORT,
+                       FAULT_PROXY_PORT) as server:
+        yield server
+
+
+@pytest.fixture
+def fault_nginx(fault_nginx_server: Any) -> Iterator[Any]:
+    """The private nginx, running and thawed before and after each test (a
+    test that failed half way may have left it killed or frozen), its
+    images removed after the test."""
+    def ensure() -> None:
+        process = fault_nginx_server.process
+        if process is None or process.poll() is not None:
+            fault_nginx_server.restart()
+        else:
+            fault_nginx_server.thaw()
+    ensure()
+    yield fault_nginx_server
+    ensure()
+    for path in fault_nginx_server.docroot.iterdir():
+        path.unlink()
 
 
 @pytest.fixture
@@ -96,9 +133,46 @@ def make_http_stores(nginx: Any, tmp_path: Path) -> Callable[..., multistore.Sto
     return make
 
 
+class Listener:
+    """A listening TCP port, served by a thread: :meth:`handle` gets every
+    connection accepted. As it is, it records them (and closes each at
+    once), for tests that assert that nothing connected."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.accepted: list[Any] = []
+        self._stop = threading.Event()
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((host, port))
+        self._listener.listen(64)
+        self._listener.settimeout(0.1)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, peer = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted.append(peer)
+            self.handle(client)
+
+    def handle(self, client: socket.socket) -> None:
+        client.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+
 # -- a proxy that breaks connections ---------------------------------------
 
-class BreakingProxy:
+class BreakingProxy(Listener):
     """A TCP proxy to nginx's HTTP port that breaks chosen connections.
 
     ``plan[i]`` says what happens to the i-th connection accepted (later
@@ -125,16 +199,9 @@ class BreakingProxy:
         self.on_break = on_break
         self.connections = 0
         self.broken: list[int] = []
-        self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", port))
-        self._listener.listen(64)
-        self._listener.settimeout(0.1)
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__("127.0.0.1", port)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
@@ -144,20 +211,13 @@ class BreakingProxy:
             self._sockets.append(sock)
         return sock
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            client.settimeout(None)
-            index = self.connections
-            self.connections += 1
-            action = self.plan[index] if index < len(self.plan) else None
-            threading.Thread(target=self._serve, args=(index, self._track(client), action),
-                             daemon=True).start()
+    def handle(self, client: socket.socket) -> None:
+        client.settimeout(None)
+        index = self.connections
+        self.connections += 1
+        action = self.plan[index] if index < len(self.plan) else None
+        threading.Thread(target=self._serve, args=(index, self._track(client), action),
+                         daemon=True).start()
 
     def _serve(self, index: int, client: socket.socket,
                action: tuple[str, int] | None) -> None:
@@ -214,9 +274,7 @@ class BreakingProxy:
             pass
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._listener.close()
+        super().stop()
         with self._lock:
             for sock in self._sockets:
                 _shutdown(sock, socket.SHUT_RDWR)   # wakes a thread blocked in recv
@@ -313,3 +371,58 @@ def capped_server() -> Iterator[Any]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# -- a server that redirects, and a port that records connections ----------------
+
+class Redirecting(http.server.BaseHTTPRequestHandler):
+    """Answers every request with ``302 Location: <self.server.target><path>``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        server: Any = self.server
+        server.requests.append(self.requestline)
+        self.send_response(302)
+        self.send_header("Location", server.target + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def redirector() -> Iterator[Callable[..., Any]]:
+    """``start(target, host="127.0.0.1")``: an HTTP server on ``host``:REDIRECT_PORT
+    redirecting every path to ``target`` + path; ``server.url(path)``,
+    ``server.requests``."""
+    started: list[Any] = []
+
+    def start(target: str, host: str = "127.0.0.1") -> Any:
+        server: Any = http.server.ThreadingHTTPServer((host, REDIRECT_PORT), Redirecting)
+        server.daemon_threads = True
+        server.target, server.requests = target.rstrip("/"), []
+        server.url = lambda path: f"http://{host}:{REDIRECT_PORT}/{path.lstrip('/')}"
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append(server)
+        return server
+    yield start
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Callable[..., Listener]]:
+    """``start(host="127.0.0.2")``: a Listener on ``host``:LISTEN_PORT."""
+    started: list[Listener] = []
+
+    def start(host: str = "127.0.0.2") -> Listener:
+        started.append(Listener(host, LISTEN_PORT))
+        return started[-1]
+    yield start
+    for one in started:
+        one.stop()

@@ -1,0 +1,122 @@
+"""The real Glance 33 for the Glance tests (session-scoped, stopped by PID).
+
+``glance`` is one Glance API (tests/backends/glance.py) on 127.0.0.1:17300,
+with this checkout of multistore on its PYTHONPATH, and three stores of
+glance_store's own drivers: ``fast`` (file, the
+default), ``cheap`` (file) and ``ceph`` (rbd, on ``glance_ceph``, a Ceph
+cluster of its own on ports 17310/17311). Ports 17300-17399 belong to these
+tests. A Glance or a cluster that cannot start fails the tests; nothing is
+skipped.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_BACKENDS = Path(__file__).resolve().parents[1] / "backends"
+
+
+def _load(name: str, path: Path) -> Any:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)   # type: ignore[arg-type]
+    sys.modules[name] = module
+    spec.loader.exec_module(module)   # type: ignore[union-attr]
+    return module
+
+
+harness = _load("multistore_glance_harness", _BACKENDS / "glance.py")
+# Not importable as "rbd": that is Ceph's own binding module.
+ceph_harness = _load("multistore_ceph_harness_glance", _BACKENDS / "rbd.py")
+
+PORT = 17300
+CEPH_PORTS = (17310, 17311)
+MiB = harness.MiB
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _on_sigterm_teardown() -> None:
+    # A run ended by SIGTERM (a CI timeout) must still stop its servers.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+@pytest.fixture(scope="session")
+def glance_ceph() -> Iterator[Any]:
+    """A single-node Ceph (mon + memstore OSD) for the ``ceph`` store."""
+    _on_sigterm_teardown()
+    base = Path(os.environ.get("MULTISTORE_RBD_TMP") or tempfile.gettempdir())
+    directory = Path(tempfile.mkdtemp(prefix="multistore-glance-ceph-", dir=base))
+    cluster = ceph_harness.CephCluster(directory, *CEPH_PORTS,
+                                       memstore_bytes=2 * 1024 ** 3)
+    atexit.register(cluster.stop)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def rbd_store(cluster: Any) -> tuple[str, dict[str, Any]]:
+    """glance_store's rbd driver on ``cluster`` (short timeouts: tests must not wait)."""
+    return ("rbd", {"rbd_store_ceph_conf": cluster.conf_path, "rbd_store_user": cluster.user,
+                    "rbd_store_pool": cluster.pool, "rbd_store_chunk_size": 4,
+                    "rados_connect_timeout": 10})
+
+
+@pytest.fixture(scope="session")
+def glance_stores(glance_ceph: Any) -> dict[str, tuple[str, dict[str, Any]]]:
+    return {"fast": ("file", {}), "cheap": ("file", {}), "ceph": rbd_store(glance_ceph)}
+
+
+@pytest.fixture(scope="session")
+def glance_multistore(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout built into a directory of its own with Glance's pip (~2 s):
+    for the server's PYTHONPATH, so Glance's shared venv stays unchanged."""
+    return harness.build_multistore(tmp_path_factory.mktemp("glance-path") / "multistore")
+
+
+@pytest.fixture(scope="session")
+def glance(tmp_path_factory: pytest.TempPathFactory,
+           glance_stores: dict[str, tuple[str, dict[str, Any]]],
+           glance_multistore: Path) -> Iterator[Any]:
+    """The running Glance (a ``GlanceServer``); its default store is ``fast``.
+    This checkout of multistore, built without its dependencies, is on the
+    server's PYTHONPATH (``glance_multistore``)."""
+    _on_sigterm_teardown()
+    server = harness.GlanceServer(tmp_path_factory.mktemp("glance"), PORT, glance_stores,
+                                  default_backend="fast", python_path=[glance_multistore])
+    atexit.register(server.stop)
+    server.start()       # a Glance that cannot start fails the tests
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def client(glance: Any) -> Any:
+    return glance.client()
+
+
+@pytest.fixture
+def image_data() -> bytes:
+    """5 MiB and a bit: more than one rbd chunk (4 MiB), not a whole number of them."""
+    return b"".join(harness.iter_bytes(5 * MiB + 12345, seed=1))
+

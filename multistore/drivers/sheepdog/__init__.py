@@ -39,7 +39,7 @@ from multistore.driver import Capabilities, Driver, Leftover, ReadStream, Writer
 from multistore.drivers.sheepdog import protocol as proto
 from multistore.drivers.sheepdog.reader import Chunks
 from multistore.drivers.sheepdog.writer import LEASE, AddRecord, AddWriter
-from multistore.location import Location, quote, split_url, unquote
+from multistore.location import Location, image_id_problem, quote, split_url, unquote
 from multistore.retry import ResumingRead, RetryPolicy
 
 MiB = 1 << 20
@@ -74,6 +74,16 @@ def vdi_name(image_id: str) -> bytes:
     return name
 
 
+def _image_id(segment: str) -> str:
+    """The image id of a location's last part: an id an add could have made."""
+    image_id = unquote(segment)
+    why = image_id_problem(image_id)
+    if why:
+        raise ValueError(f"not an image id: {why}")
+    vdi_name(image_id)
+    return image_id
+
+
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?\Z")
 
 
@@ -102,9 +112,7 @@ class SheepdogLocation(Location):
         else:
             pieces = rest.split(":")
             if len(pieces) == 1:
-                image_id = unquote(rest)
-                vdi_name(image_id)
-                return cls(None, None, image_id)
+                return cls(None, None, _image_id(rest))
             if len(pieces) != 3:
                 raise ValueError("expected sheepdog://<address>:<port>:<image> or "
                                  "sheepdog://<image>")
@@ -113,9 +121,7 @@ class SheepdogLocation(Location):
                 raise ValueError(f"{host!r} is not a host name or address")
         if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
             raise ValueError(f"{port!r} is not a port number")
-        image_id = unquote(image)
-        vdi_name(image_id)
-        return cls(host, int(port), image_id)
+        return cls(host, int(port), _image_id(image))
 
     def format(self) -> str:
         if self.address is None:
@@ -166,10 +172,6 @@ class SheepdogDriver(Driver[SheepdogLocation]):
         #: Adds of this process that failed and could not clean up after
         #: themselves (sheep was down): abandoned, whatever their heartbeat says.
         self.given_up: set[tuple[int, int, bytes]] = set()
-        # A read broken by a lost connection resumes where it stopped; one that
-        # timed out does not (a stuck sheep would only make the caller wait more).
-        self._retry = RetryPolicy(attempts=2, retryable=lambda e: isinstance(
-            e, ConnectionError))
 
     def close(self) -> None:
         with self._lock:
@@ -238,6 +240,10 @@ class SheepdogDriver(Driver[SheepdogLocation]):
         return None
 
     # -- locations ----------------------------------------------------------------
+
+    def claims(self) -> list[str]:
+        host = _normal_host(self.address)
+        return [f"the Sheepdog cluster at {f'[{host}]' if ':' in host else host}:{self.port}"]
 
     def holds(self, location: SheepdogLocation) -> bool:
         if location.address is None:
@@ -322,8 +328,21 @@ class SheepdogDriver(Driver[SheepdogLocation]):
             entries = conn.entries(inode.vid, first, -(-end // inode.object_size) - first)
         what = f"image {location.image_id!r} in {self.where}"
         reader = ResumingRead(lambda at: Chunks(self, inode, entries, first, at, end),
-                              start, end - start, self._retry, what)
+                              start, end - start, self.read_retries(), what)
         return ReadStream(reader, end - start)
+
+    @staticmethod
+    def read_retries() -> RetryPolicy:
+        """How one get resumes: after a lost connection (a sheep restarting),
+        up to 4 times over about 7.5 s; after a timeout (a sheep that stalled),
+        once, so that one frozen for good fails after twice the timeout."""
+        timeouts = [True]
+
+        def retryable(exc: BaseException) -> bool:
+            if isinstance(exc, TimeoutError):
+                return bool(timeouts and timeouts.pop())
+            return isinstance(exc, ConnectionError)
+        return RetryPolicy(attempts=4, first_backoff=0.5, max_backoff=4.0, retryable=retryable)
 
     # -- writing --------------------------------------------------------------------
 

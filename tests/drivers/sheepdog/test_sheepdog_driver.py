@@ -93,14 +93,17 @@ def test_locations_as_glance_store_wrote_them() -> None:
     assert v6.format() == "sheepdog://[::1]:7000:a%3Ab"
     assert SheepdogLocation.parse(v6.format()) == v6
     # Odd ids are quoted, so ':' never splits them.
-    odd = SheepdogLocation("10.0.0.1", 7000, "x:y/z%?#")
-    assert odd.format() == "sheepdog://10.0.0.1:7000:x%3Ay%2Fz%25%3F%23"
+    odd = SheepdogLocation("10.0.0.1", 7000, "x:y z%?#")
+    assert odd.format() == "sheepdog://10.0.0.1:7000:x%3Ay%20z%25%3F%23"
     assert SheepdogLocation.parse(odd.format()) == odd
     for bad in ("sheepdog://", "sheepdog://a:7000", "sheepdog://a:b:c:d",
                 "sheepdog://a:0:x", "sheepdog://a:70000:x", "sheepdog://a:p:x",
                 "sheepdog://a:7000:", "sheepdog://a/b", "sheepdog://[::1:7000:x",
                 "sheepdog://[zz]:7000:x", "sheepdog://a:7000:x?y", "sheepdog://%zz",
-                "sheepdog://-h:7000:x", "rbd://a:7000:x", "sheepdog://a:7000:" + "x" * 256):
+                "sheepdog://-h:7000:x", "rbd://a:7000:x", "sheepdog://a:7000:" + "x" * 256,
+                # ids no add could have made (the core's rules)
+                "sheepdog://a:7000:a%2Fb", "sheepdog://a%5Cb", "sheepdog://a:7000:%2E%2E",
+                "sheepdog://a:7000:tab%09"):
         with pytest.raises(ValueError):
             SheepdogLocation.parse(bad)
 
@@ -488,13 +491,13 @@ def test_cluster_lost_mid_get(make_sheepdog_cluster: Any, tmp_path: Path, fault:
         elapsed = time.monotonic() - t0
         assert info.value.store == "sd" and info.value.operation == "get"
         assert bytes(got) == data[:len(got)]
-        if fault == "freeze":
+        if fault == "freeze":      # a read that timed out is resumed once, then fails
             assert f"did not answer within {TIMEOUT:g} s" in str(info.value)
-            assert elapsed < TIMEOUT + 3
+            assert elapsed < 2 * TIMEOUT + 3
             c.thaw()
-        else:
-            assert "gave up after 2 attempts" in str(info.value)
-            assert elapsed < 10
+        else:                      # refused: resumed 4 times, 0.5 + 1 + 2 + 4 s apart
+            assert "gave up after 4 attempts" in str(info.value)
+            assert 7 < elapsed < 15
             c.restart()
         assert read(stores, result.location) == data
 

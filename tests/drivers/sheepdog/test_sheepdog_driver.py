@@ -351,6 +351,13 @@ def test_two_clusters_in_one_store_set(sheepdog_a: Any, sheepdog_b: Any,
         stores.delete(second.location)
 
 
+def test_two_stores_on_one_cluster_are_refused_at_load(sheepdog_a: Any, tmp_path: Path) -> None:
+    """Every location of that cluster would belong to both."""
+    with pytest.raises(errors.ConfigError, match="both use the Sheepdog cluster at "
+                                                 f"127.0.0.1:{sheepdog_a.port}"):
+        sheepdog_stores(tmp_path, {"x": (sheepdog_a, {}), "y": (sheepdog_a, {})})
+
+
 # -- a full cluster, a cluster down or not formatted -------------------------------------------
 
 def test_full_cluster_is_storage_full_and_leaves_nothing(sheepdog_full: Any,

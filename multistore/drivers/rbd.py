@@ -415,6 +415,55 @@ class RbdDriver(Driver[RbdLocation]):
             return _RbdWriter(self, ioctx, image_id, size)
         raise errors.Duplicate(f"image {image_id!r} already exists in pool {self.pool!r}")
 
+    # -- copies inside the cluster -------------------------------------------
+
+    def copy_within(self, source: Driver[Any], location: Location, image_id: str,
+                    context: Context = None) -> Stored | None:
+        """Another rbd store's image in the same cluster (same fsid; this pool
+        or another): librbd copies it (``Image.copy``, object by object inside
+        this process's librbd, never through Python) into a partial image in
+        this store's pool, committed as a writer commits (snapshot ``snap``,
+        protected, renamed to the id). ``None`` for another cluster."""
+        if not isinstance(source, RbdDriver) or not isinstance(location, RbdLocation):
+            return None
+        ioctx = self.pool_context()
+        if source._cluster_fsid() != self._cluster_fsid():
+            return None
+        try:
+            ioctx.stat(f"rbd_id.{image_id}")
+        except self.rados.ObjectNotFound:
+            pass
+        else:
+            raise errors.Duplicate(f"image {image_id!r} already exists in pool {self.pool!r}")
+        name = partial_name(image_id)
+        image = source._open(location)
+        try:
+            size = int(image.size())
+            try:
+                image.copy(ioctx, name, features=self.features, order=self.order)
+            except BaseException:
+                self._remove_failed_copy(ioctx, name)
+                raise
+        finally:
+            image.close()
+        writer = _RbdWriter(self, ioctx, image_id, size, name=name)
+        try:
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _remove_failed_copy(self, ioctx: Any, name: str) -> None:
+        """Remove what a failed librbd copy left (if it created anything)."""
+        try:
+            self.remove_partial(ioctx, name)
+        except errors.NotFound:
+            pass
+        except Exception as exc:   # noqa: BLE001 - removed at the next operation
+            LOG.warning("store %s: cannot remove partial copy %r now (%s); it will be "
+                        "removed at the store's next operation", self.store_id, name, exc)
+            self.remove_later(name)
+
     # -- reading -----------------------------------------------------------
 
     def open_reader(self, location: RbdLocation, offset: int, length: int | None,
@@ -581,21 +630,26 @@ class _RbdWriter(Writer):
     """Writes a partial image, object-sized buffers with a few aio writes in
     flight; commit snapshots it and renames it to its id."""
 
-    def __init__(self, driver: RbdDriver, ioctx: Any, image_id: str, size: int | None) -> None:
+    def __init__(self, driver: RbdDriver, ioctx: Any, image_id: str, size: int | None,
+                 name: str | None = None) -> None:
+        """``name``: adopt that partial image, already holding ``size`` bytes
+        (a copy librbd made), instead of creating one: commit and abort then
+        treat it as this writer's own."""
         self.driver = driver
         self.ioctx = ioctx
         self.image_id = image_id
-        self.name = partial_name(image_id)
+        self.name = name or partial_name(image_id)
         self.capacity = size or 0
-        self.offset = 0
+        self.offset = self.capacity if name else 0
         self.in_flight = 0
         self.failure: BaseException | None = None
         self.cond = threading.Condition()
         self.zeros = bytes(driver.object_size)
         self.image: Any = None
         b = driver.rbd
-        b.RBD().create(ioctx, self.name, self.capacity, order=driver.order,
-                       old_format=False, features=driver.features)
+        if name is None:
+            b.RBD().create(ioctx, self.name, self.capacity, order=driver.order,
+                           old_format=False, features=driver.features)
         self.created = True
         try:
             self.image = b.Image(ioctx, self.name)

@@ -147,6 +147,7 @@ class CephCluster:
         self.bind_ports = bind_ports    # the OSD's listeners (it needs ~8)
         self.fsid = ""
         self.frozen = False
+        self.extra_pools: list[str] = []
 
     # -- paths -------------------------------------------------------------
 
@@ -320,6 +321,29 @@ class CephCluster:
     def objects(self) -> list[str]:
         out = _run(["rados", "--id", self.user, "-p", self.pool, "ls"], env=self._env())
         return out.split()
+
+    def add_pool(self, pool: str) -> None:
+        """Create another rbd pool (if missing) and let the client user use it
+        as it uses ``self.pool``; new connections get the new capabilities."""
+        admin = self._admin(time.monotonic() + 30)
+        try:
+            if pool not in admin.list_pools():
+                self._mon(admin, {"prefix": "osd pool create", "pool": pool,
+                                  "pg_num": 8, "pgp_num": 8})
+                self._mon(admin, {"prefix": "osd pool application enable", "pool": pool,
+                                  "app": "rbd"})
+            pools = sorted({self.pool, pool, *self.extra_pools})
+            osd = ", ".join(f"profile rbd pool={p}" for p in pools)
+            self._mon(admin, {"prefix": "auth caps", "entity": f"client.{self.user}",
+                              "caps": ["mon", "profile rbd", "osd", osd, "mgr", osd]})
+            self.extra_pools = [p for p in pools if p != self.pool]
+        finally:
+            admin.shutdown()
+
+    def pool_images(self, pool: str) -> list[str]:
+        """The images of another pool (``rbd ls``, partial ones included)."""
+        return json.loads(_run(["rbd", "--id", self.user, "-p", pool, "ls", "--format",
+                                "json"], env=self._env()) or "[]")
 
     # -- freeze / stop ------------------------------------------------------
 

@@ -122,3 +122,44 @@ def vim_session() -> Iterator[Callable[..., Any]]:
         # A test may have ended the session or the server.
         with contextlib.suppress(Exception):
             session.vim.Logout(session.vim.service_content.sessionManager)
+
+
+def vmware_options(sim: Any, **overrides: Any) -> dict[str, Any]:
+    """A vmware store's options for ``sim`` (fast task polls for tests)."""
+    return {"vmware_server_host": sim.host, "vmware_server_port": sim.port,
+            "vmware_server_username": sim.username, "vmware_server_password": sim.password,
+            "vmware_ca_file": sim.ca_file, "vmware_datastores": ["DC0:LocalDS_0"],
+            "vmware_task_poll_interval": 1, "vmware_api_retry_count": 10,
+            "vmware_timeout": 10, **overrides}
+
+
+@pytest.fixture
+def make_vmware_stores(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``make_vmware_stores(sim, **options)`` -> a StoreSet: the vmware store
+    ``vmw`` (default) and a file store ``local``; more vmware stores with
+    ``extra={"vmw2": (sim, options)}``. Closed after the test."""
+    import multistore
+    from multistore.testing import make_conf
+
+    made: list[Any] = []
+
+    def make(sim: Any, extra: dict[str, tuple[Any, dict[str, Any]]] | None = None,
+             **overrides: Any) -> Any:
+        extra = extra or {}
+        enabled = {"vmw": "vmware", "local": "file", **{k: "vmware" for k in extra}}
+        sections: dict[str, dict[str, Any]] = {
+            "DEFAULT": {"enabled_backends": enabled},
+            "glance_store": {"default_backend": "vmw"},
+            "vmw": vmware_options(sim, **overrides),
+            "local": {"filesystem_store_datadir": str(tmp_path / "local")},
+        }
+        for store_id, (other, options) in extra.items():
+            sections[store_id] = vmware_options(other, **options)
+        stores = multistore.load(make_conf(sections, tmp_path / f"conf{len(made)}"))
+        made.append(stores)
+        return stores
+
+    yield make
+    for stores in made:
+        with contextlib.suppress(Exception):
+            stores.close()

@@ -176,10 +176,16 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
         try:
             result = self.stores.add(image_id, image_file, image_size or None,
                                      hashing_algo=hashing_algo, verifier=verifier,
+                                     checksum=_recorded_checksum(context, image_id),
                                      context=context)
-        except errors.BackendUnavailable as exc:
-            # On uploads Glance answers 503 only for these (RemoteService-
-            # Unavailable would be a 500): the store did not answer in time.
+        except (errors.BackendUnavailable, errors.NotFound) as exc:
+            # On uploads Glance answers 503 only for these (Remote-
+            # ServiceUnavailable would be a 500), and it takes NotFound for
+            # "the image was deleted during the upload": it answers 410 and
+            # leaves the image 'saving' for good. A store that did not answer,
+            # or whose place for images is gone (a data directory, a pool, a
+            # container), cannot take the image now: 503, and the image goes
+            # back to 'queued', ready for another upload.
             raise gs_exc.TimeoutError(message=str(exc)) from exc
         metadata = dict(result.metadata)
         metadata["store"] = self.backend_group or metadata.get("store")
@@ -215,6 +221,25 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
             raise NotImplementedError from None   # what glance_store's callers expect
 
 
+def _recorded_checksum(context: Any, image_id: str) -> str | None:
+    """The md5 Glance has recorded for the image, if it has one: an active
+    image being copied to another store (copy-image). The add then refuses
+    data that differs before the store keeps any of it; Glance itself
+    compares the checksums only after the store has kept the data, and
+    leaves that copy behind in the store when they differ. ``None`` when
+    there is no record yet (an upload, an import) or it cannot be read
+    (outside Glance, another database API): Glance's own check still runs."""
+    if context is None:
+        return None
+    try:
+        from glance import db as glance_db  # type: ignore[import-not-found]
+        checksum = glance_db.get_api().image_get(context, image_id).get("checksum")
+    except Exception as exc:  # noqa: BLE001 - only an extra check is lost
+        LOG.debug("no recorded checksum for image %s: %s", image_id, exc)
+        return None
+    return checksum if isinstance(checksum, str) and checksum else None
+
+
 class _Chunks:
     """The bytes of a read, for Glance: an iterator that closes the read when
     exhausted, closed, or collected; errors become glance_store's."""
@@ -237,7 +262,17 @@ class _Chunks:
             raise _glance_error(exc) from exc
 
     def close(self) -> None:
-        self._reader.close()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def __del__(self) -> None:
+        # Glance wraps the iterator in generators that do not pass close()
+        # on: a download the client abandons ends here.
+        try:
+            self.close()
+        except Exception:
+            LOG.debug("closing an abandoned read failed", exc_info=True)
 
 
 def _capabilities(driver_class: type[Driver[Any]]) -> int:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -41,8 +42,9 @@ from multistore.store import Store as MultistoreStore
 from multistore.storeset import StoreSet
 
 LOG = logging.getLogger(__name__)
-#: The stand-in id used to find where a store puts its images (its URL prefix).
-_PROBE_ID = "multistore-url-prefix-probe"
+#: Two stand-in ids, alike in shape, unlike in every character: the URL
+#: prefix of a store is what their locations have in common.
+_PROBE_IDS = ("00000000-0000-4000-8000-000000000000", "ffffffff-ffff-4fff-bfff-ffffffffffff")
 
 
 class StoreLocation(gs_location.StoreLocation):  # type: ignore[misc]
@@ -142,7 +144,7 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
         # are not glance_store's options, and Glance's CONF must not get them.
         core = cfg.ConfigOpts()
         config.register_opts(core)
-        core([], project="multistore", default_config_files=[])
+        core([], project="multistore", default_config_files=[], default_config_dirs=[])
         if self._stores is not None:
             self._stores.close()
         self._stores = StoreSet(core, [MultistoreStore(spec, driver, store_conf)], group)
@@ -150,12 +152,24 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
 
     @staticmethod
     def _prefix(driver: Driver[Any]) -> str:
-        """Where this store's URLs start (Glance matches locations to stores by it)."""
+        """Where every URL of this store starts: Glance gives a location
+        recorded without a store id to the store whose ``url_prefix`` it
+        starts with. What the locations of two unlike ids share, so a part
+        that depends on the id (swift's container per id prefix) is left
+        out: ``file:///var/lib/glance/images/``, ``rbd://<fsid>/<pool>/``,
+        ``swift+config://<ref>/<container>``. glance_store's file driver
+        leaves the last ``/`` out, which also matches ``images2/...``.
+        Drivers that place no images (http), or whose backend does not
+        answer now, get what their schemes share (``http``, as glance_store)."""
         try:
-            probe = driver.location_for(_PROBE_ID).format()
-        except (errors.MultistoreError, NotImplementedError, OSError):
-            return f"{driver.schemes[0]}://"
-        return probe.split(_PROBE_ID, 1)[0]
+            urls = [driver.location_for(i).format() for i in _PROBE_IDS]
+        except Exception as exc:  # noqa: BLE001 - the prefix falls back
+            if not isinstance(exc, NotImplementedError):
+                LOG.warning("store %s: where its images go is not known (%s): "
+                            "its URL prefix is the scheme's", driver.store_id,
+                            redact(str(exc)))
+            return os.path.commonprefix(list(driver.schemes))
+        return os.path.commonprefix(urls)
 
     @property
     def stores(self) -> StoreSet:

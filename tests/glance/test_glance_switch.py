@@ -155,3 +155,37 @@ def run_switch(tmp_path: Path, glance_multistore: Path, kind: str,
 
 def test_file_store_switched_both_ways(tmp_path: Path, glance_multistore: Path) -> None:
     run_switch(tmp_path, glance_multistore, "file", {"a": {}, "b": {}})
+
+
+def test_a_store_renamed_and_switched_to_multistore_takes_its_images_by_url_prefix(
+        tmp_path: Path, glance_multistore: Path) -> None:
+    """The store ``old`` (glance_store's file driver) is renamed ``new`` and
+    switched to multistore's driver on the same directory. Its images' location
+    records still name ``old``: Glance gives each to the store whose
+    ``url_prefix`` the URL starts with (the adapter's: the data directory
+    with its last ``/``), records ``new``, and reads and deletes through it."""
+    directory = tmp_path / "images"
+    server = harness.GlanceServer(tmp_path / "glance", PORT + 2,
+                                  {"old": ("file", {"filesystem_store_datadir": directory}),
+                                   "other": ("file", {})},
+                                  python_path=[glance_multistore])
+    data = b"".join(harness.iter_bytes(MiB + 5, seed=9))
+    try:
+        server.start()
+        client = server.client()
+        image = client.create_image(name="renamed")["id"]
+        client.upload(image, data, store="old")
+        server.restart(stores={"new": ("multistore_file",
+                                       {"filesystem_store_datadir": directory}),
+                               "other": ("file", {})}, default_backend="new")
+        record = client.get_image(image)
+        assert harness.image_stores(record) == {"new"}
+        assert client.locations(image) == [{"url": f"file://{directory}/{image}",
+                                            "metadata": {"store": "new"}}]
+        got = client.download(image)
+        assert (got.status, got.md5) == (200, md5(data))
+        client.delete(image)
+        assert f"deleted file://{directory}/{image} from store new" in server.log_text()
+        assert list(directory.iterdir()) == []
+    finally:
+        server.stop()

@@ -21,29 +21,8 @@ set -euo pipefail
 PACKAGES=(ceph-mon ceph-osd ceph-common python3-rados python3-rbd uuid-runtime)
 DIST=/usr/lib/python3/dist-packages
 
-install_packages() {
-    local missing=() p
-    for p in "${PACKAGES[@]}"; do
-        dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    if [ "$(id -u)" != 0 ]; then
-        echo "rbd.sh: need root to install: ${missing[*]}" >&2
-        return 1
-    fi
-    local need_update=0
-    for p in "${missing[@]}"; do
-        policy=$(apt-cache policy "$p" 2>/dev/null)
-        if [ -z "$policy" ] || grep -q 'Candidate: (none)' <<<"$policy"; then
-            need_update=1
-        fi
-    done
-    if [ "$need_update" = 1 ]; then
-        apt-get -o DPkg::Lock::Timeout=600 update -q
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
-        --no-install-recommends "${missing[@]}"
-}
+# shellcheck source=scripts/deps/lib/apt.sh
+. "$(dirname "$0")/lib/apt.sh"
 
 link_python() {
     local py=$1
@@ -74,7 +53,7 @@ case "${1:-}" in
     -*)
         echo "usage: $0 [VENV] | $0 --link-python PYTHON" >&2; exit 2 ;;
     *)
-        install_packages
+        apt_install_missing rbd.sh "${PACKAGES[@]}"
         if [ -n "${1:-}" ]; then
             link_python "$1/bin/python"
         fi ;;

@@ -8,11 +8,12 @@ Usage::
     cluster.stop()           # by PID file, TERM then KILL
 
 Everything listens on 127.0.0.1 only (mon on the two given ports, the OSD
-picks free ports in 6800-7300). No ceph-mgr: RBD needs none. Readiness is a
-real object write through the client user. Daemons are ended by the PIDs in
-their own PID files, nothing else. ``freeze()``/``thaw()`` SIGSTOP/SIGCONT the
-daemons, to make the cluster unreachable without losing its data (memstore
-keeps everything in RAM: a stopped OSD loses its objects).
+picks free ports in ``bind_ports``, 6800-7300 unless given). No ceph-mgr:
+RBD needs none. Readiness is a real object write through the client user.
+Daemons are ended by the PIDs in their own PID files, nothing else.
+``freeze()``/``thaw()`` SIGSTOP/SIGCONT the daemons, to make the cluster
+unreachable without losing its data (memstore keeps everything in RAM: a
+stopped OSD loses its objects).
 
 Run by hand: ``python tests/backends/rbd.py start DIR [V2PORT V1PORT]`` /
 ``python tests/backends/rbd.py stop DIR``.
@@ -62,8 +63,8 @@ mon warn on pool no redundancy = false
 paxos propose interval = 0.1
 paxos min wait = 0.01
 mon osd prime pg temp = false
-ms bind port min = 6800
-ms bind port max = 7300
+ms bind port min = {bind_min}
+ms bind port max = {bind_max}
 
 [mon]
 mon data = {dir}/$name
@@ -141,13 +142,15 @@ class CephCluster:
 
     def __init__(self, directory: str | os.PathLike[str], v2_port: int, v1_port: int,
                  *, pool: str = "images", user: str = "glance",
-                 memstore_bytes: int = 6 * GiB) -> None:
+                 memstore_bytes: int = 6 * GiB,
+                 bind_ports: tuple[int, int] = (6800, 7300)) -> None:
         self.dir = Path(directory).resolve()
         self.v2_port = v2_port
         self.v1_port = v1_port
         self.pool = pool
         self.user = user
         self.memstore_bytes = memstore_bytes
+        self.bind_ports = bind_ports    # the OSD's listeners (it needs ~8)
         self.fsid = ""
         self.frozen = False
 
@@ -199,7 +202,8 @@ class CephCluster:
         d = str(self.dir)
         Path(self.conf_path).write_text(CONF_TEMPLATE.format(
             fsid=self.fsid, v2=self.v2_port, v1=self.v1_port, dir=d,
-            memstore_bytes=self.memstore_bytes))
+            memstore_bytes=self.memstore_bytes, bind_min=self.bind_ports[0],
+            bind_max=self.bind_ports[1]))
         bare = {**os.environ, "CEPH_CONF": "/dev/null"}
         mon_keyring = f"{d}/mon.keyring"
         _run(["ceph-authtool", "--create-keyring", mon_keyring, "--gen-key", "-n", "mon.",

@@ -1,0 +1,166 @@
+"""A real OpenStack Cinder on real Ceph for the cinder driver's tests.
+
+One deployment per session (``tests/backends/cinder.py``): Ceph (pools
+``netapp`` and ``powerstore``), PostgreSQL, RabbitMQ, cinder-api (noauth),
+cinder-scheduler and cinder-volume with two RBD backends, volume types
+``netapp`` and ``powerstore``; ports 17200-17299 on 127.0.0.1
+(``$MULTISTORE_CINDER_PORT`` moves the base). A deployment that cannot start
+fails the tests that need it; nothing is skipped.
+
+Fixtures:
+
+``cinder_deployment``
+    the started :class:`CinderDeployment` (endpoint, token, ceph.conf,
+    keyring, quotas, faults: see the harness module).
+``cinder_client``
+    cinderclient v3 (microversion 3.54) as an admin of the deployment's
+    project (noauth token ``glance:multistore``).
+``cinder_tls_url``
+    the HTTPS-only second cinder-api (``cinder_deployment.ca_file`` is its CA).
+``cinder_harness``
+    the harness module itself (``Attachment``, ``wait_status``, ``wait_gone``,
+    ``brick_connection_info``, ``rbd_connector``, ``BACKENDS``...).
+``cinder_project``
+    ``(name, client)``: a project of the test's own (noauth takes any name)
+    and an admin cinderclient in it; at the end Cinder's own volume list of
+    that project must be empty (leftovers are removed and fail the test), and
+    no os-brick ``$TMPDIR/brickrbd_*`` file (a keyring copy) may be left.
+``make_cinder_volume``
+    ``make(size_gb=1, volume_type="netapp", image_size=0)``: a volume in
+    ``cinder_project`` made as glance_store's add makes it (``image-<id>``,
+    its metadata), ``available``; removed at the end without complaint.
+``brick_properties``
+    os-brick's connector properties for this host (privsep in process).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_HARNESS = Path(__file__).resolve().parents[2] / "backends" / "cinder.py"
+
+
+def _load_harness() -> Any:
+    name = "multistore_cinder_harness"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, _HARNESS)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[name] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+harness = _load_harness()
+
+BASE_PORT = int(os.environ.get("MULTISTORE_CINDER_PORT", "17200"))
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session")
+def cinder_harness() -> Any:
+    return harness
+
+
+@pytest.fixture(scope="session")
+def cinder_deployment() -> Iterator[Any]:
+    # A run ended by SIGTERM (a CI timeout) must still stop the servers.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+    base = Path(os.environ.get("MULTISTORE_CINDER_TMP") or tempfile.gettempdir())
+    # mkdtemp, not pytest's tmp_path: PostgreSQL runs as "postgres" and must
+    # reach its directory (pytest's base directory is private to root).
+    directory = Path(tempfile.mkdtemp(prefix="multistore-cinder-", dir=base))
+    deployment = harness.CinderDeployment(directory, BASE_PORT)
+    atexit.register(deployment.stop)      # idempotent; for exits that skip teardown
+    try:
+        deployment.start()
+        yield deployment
+    finally:
+        deployment.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cinder_client(cinder_deployment: Any) -> Any:
+    return cinder_deployment.client()
+
+
+@pytest.fixture(scope="session")
+def cinder_tls_url(cinder_deployment: Any) -> str:
+    return cinder_deployment.start_tls_api()
+
+
+@pytest.fixture
+def cinder_owned_volumes() -> list[str]:
+    """Volumes that make_cinder_volume created: removed at the end without complaint."""
+    return []
+
+
+@pytest.fixture
+def cinder_project(cinder_deployment: Any, cinder_harness: Any,
+                   cinder_owned_volumes: list[str]) -> Iterator[tuple[str, Any]]:
+    """A project of the test's own and an admin cinderclient in it (3.54). At
+    the end, every volume the test made itself must be gone or being deleted:
+    what is left is removed (attachments first), and the test fails; so does
+    a temporary ceph.conf of os-brick's (it holds the keyring) left behind."""
+    name = "t" + uuid.uuid4().hex[:12]
+    client = cinder_deployment.client(name)
+    confs = set(Path(tempfile.gettempdir()).glob("brickrbd_*"))
+    yield name, client
+    # os-brick writes a ceph.conf with the cephx key per connection: none may stay.
+    assert set(Path(tempfile.gettempdir()).glob("brickrbd_*")) <= confs
+    left = [v for v in cinder_deployment.volumes(name) if v["status"] != "deleting"]
+    for volume in left:
+        for att in volume["attachments"]:
+            client.attachments.delete(att["attachment_id"])
+        cinder_harness.wait_status(client, volume["id"], "available", timeout=60)
+        client.volumes.delete(volume["id"])
+    deadline = time.monotonic() + 60
+    while cinder_deployment.volumes(name) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert cinder_deployment.volumes(name) == []
+    leaked = [(v["id"], v["status"]) for v in left if v["id"] not in cinder_owned_volumes]
+    assert leaked == [], f"volumes left in {name}: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def brick_properties(cinder_harness: Any) -> dict[str, Any]:
+    """os-brick's connector properties for this host (privsep in process)."""
+    return cinder_harness.brick_connector_properties()
+
+
+@pytest.fixture
+def make_cinder_volume(cinder_harness: Any, cinder_project: tuple[str, Any],
+                       cinder_owned_volumes: list[str]) -> Callable[..., Any]:
+    """``make(size_gb, volume_type, image_size)``: a volume as
+    glance_store's add creates it, waited until ``available`` (cinder_project
+    removes what the test leaves)."""
+    name, client = cinder_project
+
+    def make(size_gb: int = 1, volume_type: str = "netapp", image_size: int = 0) -> Any:
+        image_id = str(uuid.uuid4())
+        volume = client.volumes.create(
+            size_gb, name=f"image-{image_id}", volume_type=volume_type,
+            metadata={"glance_image_id": image_id, "image_size": str(image_size),
+                      "image_owner": name})
+        cinder_owned_volumes.append(volume.id)
+        return cinder_harness.wait_status(client, volume.id, "available", timeout=60)
+
+    return make

@@ -22,6 +22,7 @@ multistore depends on glance_store.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import os
@@ -42,6 +43,7 @@ from multistore.store import Store as MultistoreStore
 from multistore.storeset import StoreSet
 
 LOG = logging.getLogger(__name__)
+MiB = 1024 * 1024
 #: Two stand-in ids, alike in shape, unlike in every character: the URL
 #: prefix of a store is what their locations have in common.
 _PROBE_IDS = ("00000000-0000-4000-8000-000000000000", "ffffffff-ffff-4fff-bfff-ffffffffffff")
@@ -65,6 +67,27 @@ class StoreLocation(gs_location.StoreLocation):  # type: ignore[misc]
     def __repr__(self) -> str:
         return f"<StoreLocation {redact(self.url or '')!r}>"
 
+
+def _glance_core_opts() -> list[cfg.Opt]:
+    opts = []
+    for opt in config.CORE_OPTS:
+        if opt.dest in ("stream_chunk_size", "stream_buffers"):
+            opt = copy.deepcopy(opt)
+            opt.default = {"stream_chunk_size": MiB, "stream_buffers": 4}[opt.dest]
+            opts.append(opt)
+    return opts
+
+
+#: The core's buffer options in Glance's ``[glance_store]``, with defaults
+#: for Glance: 1 MiB reads. Glance's request path (gunicorn's body reader,
+#: webob, the format inspector, CooperativeReader, LimitingReader) copies
+#: each read a few times, so Glance's memory grows with the size of the
+#: reads, and its CPU with their number: 1 MiB reads cost the worker about
+#: the CPU of 4 MiB ones (~7 CPU s/GiB for an upload, hashing included,
+#: against ~10 for 64 KiB reads) and +10-18 MiB of peak RSS instead of +45
+#: (measured through Glance 33, benchmarks/README.md). A driver that asks for
+#: larger buffers (``write_chunk_size``) still gets them.
+GLANCE_CORE_OPTS = _glance_core_opts()
 
 #: glance_store's exception for each of ours, most specific first: what
 #: Glance's API turns into a status (BackendUnavailable: 503 on reads).
@@ -135,20 +158,31 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
             store_conf.check()
             driver = self.driver_class(group, store_conf)
             driver.configure()
+            core = self._core_conf()
         except errors.MultistoreError as exc:
             raise gs_exc.BadStoreConfiguration(store_name=group, reason=str(exc)) from exc
         except Exception as exc:
             raise gs_exc.BadStoreConfiguration(
                 store_name=group, reason=f"{type(exc).__name__}: {redact(str(exc))}") from exc
-        # The core's own settings (buffer sizes) keep their defaults: they
-        # are not glance_store's options, and Glance's CONF must not get them.
-        core = cfg.ConfigOpts()
-        config.register_opts(core)
-        core([], project="multistore", default_config_files=[], default_config_dirs=[])
         if self._stores is not None:
             self._stores.close()
         self._stores = StoreSet(core, [MultistoreStore(spec, driver, store_conf)], group)
         self._url_prefix = self._prefix(driver)
+
+    def _core_conf(self) -> cfg.ConfigOpts:
+        """The core's own settings: its defaults, but for the buffers, which
+        are read from ``[glance_store]`` of Glance's configuration
+        (``stream_chunk_size``, ``stream_buffers``: :data:`GLANCE_CORE_OPTS`).
+        Only those two are registered there: glance_store has options of
+        the core's other names (``stores``, ``default_store``)."""
+        self.conf.register_opts(GLANCE_CORE_OPTS, group=config.CORE_GROUP)
+        core = cfg.ConfigOpts()
+        config.register_opts(core)
+        core([], project="multistore", default_config_files=[], default_config_dirs=[])
+        for opt in GLANCE_CORE_OPTS:
+            core.set_override(opt.dest, self.conf[config.CORE_GROUP][opt.dest],
+                              group=config.CORE_GROUP)
+        return core
 
     @staticmethod
     def _prefix(driver: Driver[Any]) -> str:

@@ -75,9 +75,9 @@ def worker(spec: dict) -> dict:
                 [copy, "memory://fragile/img"]
         t0, c0 = time.monotonic(), os.times()
         if row == "copy/offload":
-            stores.copy(source, ["b"])
+            stores.copy(source, ["b"], offload=True)
         elif row == "copy/streamed":
-            stores.copy(source, ["b"], offload=False)
+            stores.copy(source, ["b"])
         else:
             with stores.open_best(locations) as reader:
                 for _ in reader:

@@ -4,7 +4,7 @@
 with this checkout of multistore on its PYTHONPATH, and three stores of
 glance_store's own drivers: ``fast`` (file, the
 default), ``cheap`` (file) and ``ceph`` (rbd, on ``glance_ceph``, a Ceph
-cluster of its own on ports 17310/17311). Ports 17300-17399 belong to these
+cluster of its own on ports 17310-17319). Ports 17300-17399 belong to these
 tests. A Glance or a cluster that cannot start fails the tests; nothing is
 skipped.
 """
@@ -44,6 +44,8 @@ backends = _load("multistore_glance_backends", Path(__file__).resolve().parent /
 
 PORT = 17300
 CEPH_PORTS = (17310, 17311)
+#: The OSD's listeners (it opens 8), inside this suite's 17300-17399.
+CEPH_OSD_PORTS = (17312, 17319)
 MiB = harness.MiB
 
 
@@ -63,7 +65,7 @@ def glance_ceph() -> Iterator[Any]:
     _on_sigterm_teardown()
     base = Path(os.environ.get("MULTISTORE_RBD_TMP") or tempfile.gettempdir())
     directory = Path(tempfile.mkdtemp(prefix="multistore-glance-ceph-", dir=base))
-    cluster = ceph_harness.CephCluster(directory, *CEPH_PORTS,
+    cluster = ceph_harness.CephCluster(directory, *CEPH_PORTS, bind_ports=CEPH_OSD_PORTS,
                                        memstore_bytes=2 * 1024 ** 3)
     atexit.register(cluster.stop)
     try:

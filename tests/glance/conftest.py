@@ -4,7 +4,7 @@
 with this checkout of multistore on its PYTHONPATH, and three stores of
 glance_store's own drivers: ``fast`` (file, the
 default), ``cheap`` (file) and ``ceph`` (rbd, on ``glance_ceph``, a Ceph
-cluster of its own on ports 17310/17311). Ports 17300-17399 belong to these
+cluster of its own on ports 17310-17319). Ports 17300-17399 belong to these
 tests. A Glance or a cluster that cannot start fails the tests; nothing is
 skipped.
 """
@@ -40,9 +40,12 @@ def _load(name: str, path: Path) -> Any:
 harness = _load("multistore_glance_harness", _BACKENDS / "glance.py")
 # Not importable as "rbd": that is Ceph's own binding module.
 ceph_harness = _load("multistore_ceph_harness_glance", _BACKENDS / "rbd.py")
+backends = _load("multistore_glance_backends", Path(__file__).resolve().parent / "ms_backends.py")
 
 PORT = 17300
 CEPH_PORTS = (17310, 17311)
+#: The OSD's listeners (it opens 8), inside this suite's 17300-17399.
+CEPH_OSD_PORTS = (17312, 17319)
 MiB = harness.MiB
 
 
@@ -62,7 +65,7 @@ def glance_ceph() -> Iterator[Any]:
     _on_sigterm_teardown()
     base = Path(os.environ.get("MULTISTORE_RBD_TMP") or tempfile.gettempdir())
     directory = Path(tempfile.mkdtemp(prefix="multistore-glance-ceph-", dir=base))
-    cluster = ceph_harness.CephCluster(directory, *CEPH_PORTS,
+    cluster = ceph_harness.CephCluster(directory, *CEPH_PORTS, bind_ports=CEPH_OSD_PORTS,
                                        memstore_bytes=2 * 1024 ** 3)
     atexit.register(cluster.stop)
     try:
@@ -99,9 +102,14 @@ def glance(tmp_path_factory: pytest.TempPathFactory,
     """The running Glance (a ``GlanceServer``); its default store is ``fast``.
     This checkout of multistore, built without its dependencies, is on the
     server's PYTHONPATH (``glance_multistore``)."""
+    yield from _running(harness.GlanceServer(
+        tmp_path_factory.mktemp("glance"), PORT, glance_stores, default_backend="fast",
+        python_path=[glance_multistore]))
+
+
+def _running(server: Any) -> Iterator[Any]:
+    """Start a session's GlanceServer, yield it, stop it (also at exit and on SIGTERM)."""
     _on_sigterm_teardown()
-    server = harness.GlanceServer(tmp_path_factory.mktemp("glance"), PORT, glance_stores,
-                                  default_backend="fast", python_path=[glance_multistore])
     atexit.register(server.stop)
     server.start()       # a Glance that cannot start fails the tests
     try:
@@ -120,3 +128,43 @@ def image_data() -> bytes:
     """5 MiB and a bit: more than one rbd chunk (4 MiB), not a whole number of them."""
     return b"".join(harness.iter_bytes(5 * MiB + 12345, seed=1))
 
+
+
+# -- multistore's drivers inside Glance (test_glance_multistore*.py) ---------
+
+#: The Glance whose stores are multistore's drivers, through the adapter
+#: (multistore/glance.py), beside one store of glance_store's own driver.
+MS_PORT = 17320
+#: Store types whose data directory the harness sets (filesystem_store_datadir).
+MS_FILE_TYPES = ("file", "multistore_file")
+
+
+@pytest.fixture(scope="session")
+def ms_glance_stores() -> dict[str, tuple[str, dict[str, Any]]]:
+    """``ms_fast`` (the default) and ``ms_cheap``: multistore's file driver;
+    ``gs_file``: glance_store's file driver, for copies between the two kinds."""
+    return {"ms_fast": ("multistore_file", {}), "ms_cheap": ("multistore_file", {}),
+            "gs_file": ("file", {})}
+
+
+@pytest.fixture(scope="session")
+def ms_glance(tmp_path_factory: pytest.TempPathFactory,
+              ms_glance_stores: dict[str, tuple[str, dict[str, Any]]],
+              glance_multistore: Path) -> Iterator[Any]:
+    """A running Glance (a ``GlanceServer`` on 17320) whose stores are
+    multistore's drivers, loaded by glance_store from the ``glance_store.drivers``
+    entry points of this checkout's build."""
+    yield from _running(harness.GlanceServer(
+        tmp_path_factory.mktemp("ms-glance"), MS_PORT, ms_glance_stores,
+        default_backend="ms_fast", python_path=[glance_multistore], file_types=MS_FILE_TYPES))
+
+
+@pytest.fixture
+def ms_client(ms_glance: Any) -> Any:
+    return ms_glance.client()
+
+
+@pytest.fixture
+def ms_backends(ms_glance: Any) -> Any:
+    """What is in each of ``ms_glance``'s backends, looked at directly."""
+    return backends.Backends(ms_glance)

@@ -169,7 +169,9 @@ class Mover:
         """Move one image; errors are reported in the result, never raised."""
         try:
             source = self.stores.store_for(record.url, record.store)
-            image_id = record.image_id or source.locate(record.url).image_id
+            with source.context("move"):
+                image_id = record.image_id or source.driver.image_id(record.url,
+                                                                     context=self.context)
         except errors.MultistoreError as exc:
             return MoveResult(record.image_id or "?", redact(record.url), record.store or "?",
                               error=str(exc))

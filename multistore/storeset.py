@@ -283,7 +283,9 @@ class StoreSet:
                                            store=target.id, operation="copy")
         if not targets:
             return []
-        image_id = image_id or parsed.image_id
+        if not image_id:
+            with source.context("copy"):
+                image_id = source.driver.image_id(location, context=context)
         offloaded = self._offload(source, parsed, image_id, targets, context) \
             if offload else []
         streamed = [t for t in targets if all(t is not o for o, _ in offloaded)]

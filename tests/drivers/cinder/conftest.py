@@ -36,6 +36,7 @@ Fixtures:
 from __future__ import annotations
 
 import atexit
+import json
 import importlib.util
 import os
 import shutil
@@ -83,6 +84,13 @@ def cinder_deployment() -> Iterator[Any]:
     # A run ended by SIGTERM (a CI timeout) must still stop the servers.
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
+    reuse = os.environ.get("MULTISTORE_CINDER_REUSE")
+    if reuse:
+        # Development: a deployment started by hand (``python
+        # tests/backends/cinder.py start DIR``) serves several runs; it is
+        # left running.
+        yield _reused(Path(reuse))
+        return
     base = Path(os.environ.get("MULTISTORE_CINDER_TMP") or tempfile.gettempdir())
     # mkdtemp, not pytest's tmp_path: PostgreSQL runs as "postgres" and must
     # reach its directory (pytest's base directory is private to root).
@@ -95,6 +103,15 @@ def cinder_deployment() -> Iterator[Any]:
     finally:
         deployment.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _reused(directory: Path) -> Any:
+    info = json.loads((directory / "cinder.json").read_text())
+    deployment = harness.CinderDeployment(directory, info["ports"]["api"])
+    if info.get("tls_endpoint"):
+        deployment.tls_url = info["tls_endpoint"].rsplit("/v3/", 1)[0]
+        deployment.ca_file = info["ca_file"]
+    return deployment
 
 
 @pytest.fixture(scope="session")
@@ -164,3 +181,69 @@ def make_cinder_volume(cinder_harness: Any, cinder_project: tuple[str, Any],
         return cinder_harness.wait_status(client, volume.id, "available", timeout=60)
 
     return make
+
+
+# -- multistore's cinder stores on the deployment -------------------------------------
+
+
+def cinder_store_options(deployment: Any, project: str, volume_type: str,
+                         **extra: Any) -> dict[str, Any]:
+    """A cinder store's group: noauth service identity ``glance:<project>``,
+    the deployment's endpoint template, the keyring os-brick needs."""
+    return {"cinder_store_auth_type": "noauth", "cinder_store_user_name": "glance",
+            "cinder_store_project_name": project,
+            "cinder_endpoint_template": f"{deployment.api_url}/v3/%(tenant)s",
+            "cinder_volume_type": volume_type,
+            "cinder_rbd_keyring_file": deployment.keyring_path,
+            "cinder_state_transition_timeout": 120, **extra}
+
+
+@pytest.fixture
+def make_cinder_stores(cinder_deployment: Any, cinder_project: tuple[str, Any],
+                       cinder_owned_volumes: list[str],
+                       tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``make(stores={"netapp": {...options}}, default=None, extra_sections={})``:
+    a StoreSet of cinder stores (each of the type named by its id unless its
+    options say otherwise) in the test's own project; closed at the end.
+
+    Images the test kept (finished image volumes: glance_store's metadata
+    only, ``available``, not attached) are deleted at the end; any other
+    volume (one still tagged by a writer, attached, in error) is a leak that
+    ``cinder_project`` reports."""
+    import multistore
+    from multistore.testing import make_conf
+
+    project, _ = cinder_project
+    made: list[Any] = []
+    count = [0]
+
+    def make(stores: dict[str, dict[str, Any]] | None = None, default: str | None = None,
+             extra_backends: dict[str, str] | None = None,
+             extra_sections: dict[str, dict[str, Any]] | None = None) -> Any:
+        stores = stores if stores is not None else {"netapp": {}}
+        sections: dict[str, dict[str, Any]] = {
+            "DEFAULT": {"enabled_backends": {**{s: "cinder" for s in stores},
+                                             **(extra_backends or {})}},
+            "glance_store": {"default_backend": default or next(iter(stores))},
+        }
+        for store_id, given in stores.items():
+            options = dict(given)
+            sections[store_id] = cinder_store_options(
+                cinder_deployment, project, options.pop("cinder_volume_type", store_id),
+                **options)
+        sections.update(extra_sections or {})
+        count[0] += 1
+        loaded = multistore.load(make_conf(sections, tmp_path / f"conf{count[0]}"))
+        made.append(loaded)
+        return loaded
+
+    yield make
+    for stores in made:
+        stores.close()
+    _, client = cinder_project
+    for volume in cinder_deployment.volumes(project):
+        meta = volume["metadata"]
+        if "glance_image_id" in meta and "multistore_writer" not in meta \
+                and volume["status"] == "available" and not volume["attachments"]:
+            client.volumes.delete(volume["id"])
+            cinder_owned_volumes.append(volume["id"])

@@ -255,6 +255,18 @@ class CinderApi:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0)
 
+    def settle(self, client: Any, volume_id: str) -> Any:
+        """The volume once it is in no transitional state (whatever that state)."""
+        deadline = time.monotonic() + self.transition_timeout
+        delay = 0.05
+        while True:
+            volume = self.call(lambda: client.volumes.get(volume_id), "volume status")
+            if volume.status not in TRANSITIONAL or volume.status == "deleting" \
+                    or time.monotonic() >= deadline:
+                return volume
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
     def wait_gone(self, client: Any, volume_id: str) -> None:
         from cinderclient import exceptions as cinder_exc  # type: ignore[import-untyped]
         try:

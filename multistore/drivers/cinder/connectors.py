@@ -143,8 +143,9 @@ class RbdConnection(Connection):
     ``RBDVolumeIOWrapper``); a read-only handle comes from the connector's
     own handle maker with librbd's ``read_only`` (os-brick's wrapper does not
     refuse writes on an ``ro`` attachment). os-brick writes a temporary
-    ceph.conf holding the cephx key for each handle; it is removed as soon
-    as librados has read it.
+    ceph.conf for each handle (with ``cinder_rbd_keyring_file``, a line
+    naming the keyring, never the key); it is removed as soon as librados
+    has read it.
     """
 
     protocol = "rbd"
@@ -153,8 +154,12 @@ class RbdConnection(Connection):
         super().__init__(connection_info, settings)
         from os_brick.initiator import connector  # type: ignore[import-untyped]
         if settings.keyring_file:
-            with open(settings.keyring_file, encoding="utf-8") as f:
-                self.info = {**connection_info, "keyring": f.read()}
+            # os-brick writes connection_info["keyring"] verbatim into the
+            # [global] section of its temporary ceph.conf (cinderlib passes the
+            # keyring's text there). A "keyring = <path>" line instead keeps
+            # the key out of connection_info, out of os-brick's DEBUG traces
+            # of it, and out of the temporary file: librados reads the file.
+            self.info = {**connection_info, "keyring": f"keyring = {settings.keyring_file}"}
         self.connector = connector.InitiatorConnector.factory(
             "RBD", settings.root_helper, do_local_attach=False,
             use_multipath=settings.use_multipath)

@@ -125,8 +125,11 @@ class CinderDriver(Driver[CinderLocation]):
         c = self.conf
         self.api = CinderApi(c)
         keyring = c.cinder_rbd_keyring_file
-        if keyring and not os.access(keyring, os.R_OK):
-            raise errors.ConfigError(f"cannot read {keyring}", option="cinder_rbd_keyring_file")
+        if keyring:
+            keyring = os.path.abspath(keyring)
+            if not os.access(keyring, os.R_OK) or any(ch in keyring for ch in "\n\r"):
+                raise errors.ConfigError(f"cannot read {keyring!r}",
+                                         option="cinder_rbd_keyring_file")
         self.settings = connectors.Settings(
             root_helper=f"sudo glance-rootwrap {c.rootwrap_config}",
             use_multipath=c.cinder_use_multipath, timeout=self.api.timeout,
@@ -401,7 +404,7 @@ class CinderDriver(Driver[CinderLocation]):
         meta = volume.metadata or {}
         if meta.get(WRITER_KEY) != token or not self._abandoned(meta, volume, time.time(), 0):
             raise errors.InUse(f"volume {volume_id} is being written again")
-        remove_volume(self.api, client, volume)
+        remove_volume(self.api, client, volume_id)
 
     def _abandoned(self, meta: dict[str, str], volume: Any, now: float, grace: float) -> bool:
         token = meta[WRITER_KEY]
@@ -678,7 +681,7 @@ class _CinderWriter(Writer):
             self._detach()
             volumes = [self.volume] if self.volume is not None else self._mine()
             for volume in volumes:
-                remove_volume(self.api, self.client, volume)
+                remove_volume(self.api, self.client, volume.id)
         except Exception:
             given_up = True
             LOG.warning("store %s: the volume of failed add of image %s could not be "
@@ -694,21 +697,25 @@ class _CinderWriter(Writer):
         return list(found)
 
 
-def remove_volume(api: CinderApi, client: Any, volume: Any) -> None:
-    """Delete a volume and wait until Cinder has: its attachments first."""
+def remove_volume(api: CinderApi, client: Any, volume_id: str) -> None:
+    """Delete a volume and wait until Cinder has: once it has settled (a
+    volume still ``creating`` cannot be deleted), its attachments first."""
     from cinderclient import exceptions as cinder_exc  # type: ignore[import-untyped]
     try:
-        for attachment in getattr(volume, "attachments", None) or []:
-            att = attachment.get("attachment_id") or attachment.get("id")
-            with contextlib.suppress(cinder_exc.NotFound):
-                api.call(functools.partial(client.attachments.delete, att),
-                         "attachment delete")
-        if getattr(volume, "attachments", None):
-            api.wait(client, volume.id, "available")
-        api.call(lambda: client.volumes.delete(volume.id), "volume delete")
+        volume = api.settle(client, volume_id)
+        if volume.status != "deleting":
+            attachments = getattr(volume, "attachments", None) or []
+            for attachment in attachments:
+                att = attachment.get("attachment_id") or attachment.get("id")
+                with contextlib.suppress(cinder_exc.NotFound):
+                    api.call(functools.partial(client.attachments.delete, att),
+                             "attachment delete")
+            if attachments:
+                api.settle(client, volume_id)
+            api.call(lambda: client.volumes.delete(volume_id), "volume delete")
     except cinder_exc.NotFound:
         return
-    api.wait_gone(client, volume.id)
+    api.wait_gone(client, volume_id)
 
 
 def _image_size(volume: Any) -> int:

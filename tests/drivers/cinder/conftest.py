@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cinder_stores import BASE_PORT, cinder_store_options
 
 _HARNESS = Path(__file__).resolve().parents[2] / "backends" / "cinder.py"
 
@@ -66,9 +67,6 @@ def _load_harness() -> Any:
 
 
 harness = _load_harness()
-
-BASE_PORT = int(os.environ.get("MULTISTORE_CINDER_PORT", "17200"))
-
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
@@ -186,18 +184,6 @@ def make_cinder_volume(cinder_harness: Any, cinder_project: tuple[str, Any],
 # -- multistore's cinder stores on the deployment -------------------------------------
 
 
-def cinder_store_options(deployment: Any, project: str, volume_type: str,
-                         **extra: Any) -> dict[str, Any]:
-    """A cinder store's group: noauth service identity ``glance:<project>``,
-    the deployment's endpoint template, the keyring os-brick needs."""
-    return {"cinder_store_auth_type": "noauth", "cinder_store_user_name": "glance",
-            "cinder_store_project_name": project,
-            "cinder_endpoint_template": f"{deployment.api_url}/v3/%(tenant)s",
-            "cinder_volume_type": volume_type,
-            "cinder_rbd_keyring_file": deployment.keyring_path,
-            "cinder_state_transition_timeout": 120, **extra}
-
-
 @pytest.fixture
 def make_cinder_stores(cinder_deployment: Any, cinder_project: tuple[str, Any],
                        cinder_owned_volumes: list[str],
@@ -228,9 +214,9 @@ def make_cinder_stores(cinder_deployment: Any, cinder_project: tuple[str, Any],
         }
         for store_id, given in stores.items():
             options = dict(given)
-            sections[store_id] = cinder_store_options(
+            sections[store_id] = {k: v for k, v in cinder_store_options(
                 cinder_deployment, project, options.pop("cinder_volume_type", store_id),
-                **options)
+                **options).items() if v is not None}     # None: not set at all
         sections.update(extra_sections or {})
         count[0] += 1
         loaded = multistore.load(make_conf(sections, tmp_path / f"conf{count[0]}"))

@@ -10,6 +10,8 @@
         [--locations-file FILE] [--checksum MD5]   the best copy, failing over
     delete LOCATION
     copy LOCATION (--to S [S ...] | --all-stores)
+    sweep [--store S ...] [--grace SECONDS] [--dry-run]
+                                            remove what killed writers left behind
     move --to S [S ...] [--records FILE] [--journal FILE] [--delete-source]
         [--parallel N] [--dry-run]              retire a store: copy, verify, delete
     check-config                            load every store, report problems
@@ -17,7 +19,15 @@
 
 With no ``--config-file`` it uses an embedded default: three file stores
 under ``./multistore-data`` (or ``$MULTISTORE_HOME``), so a new user sees it
-work at once.
+work at once. The reserved staging store (``os_glance_staging_store``) is
+loaded only when the configuration has a group for it (the embedded default
+has one).
+
+Nothing it prints holds a credential: locations are shown with passwords
+and signed-URL parameters masked (:func:`multistore.location.redact`).
+Errors go to standard error, as ``{"error", "type", "store", "operation"}``
+with ``--json``; the exit status is 2 for a configuration error, 1 for any
+other.
 """
 
 from __future__ import annotations
@@ -35,12 +45,13 @@ from typing import Any, TextIO
 from oslo_config import cfg
 
 import multistore
-from multistore import errors
+from multistore import config, errors
 from multistore.location import redact
 from multistore.progress import Callback, TextProgressBar
 from multistore.sample import Generated
 
-RESERVED = {"os_glance_staging_store": "file"}
+STAGING = "os_glance_staging_store"
+RESERVED = {STAGING: "file"}
 
 
 def embedded_config(root: str) -> str:
@@ -50,7 +61,7 @@ def embedded_config(root: str) -> str:
               "backup": "A third directory, standing in for a remote site"}
     lines = ["[DEFAULT]", "enabled_backends = " + ", ".join(f"{s}:file" for s in stores),
              "", "[glance_store]", "default_backend = local", ""]
-    for store_id, description in [*stores.items(), ("os_glance_staging_store", "staging")]:
+    for store_id, description in [*stores.items(), (STAGING, "staging")]:
         lines += [f"[{store_id}]", f"filesystem_store_datadir = {os.path.join(root, store_id)}",
                   f'store_description = "{description}"', ""]
     return "\n".join(lines)
@@ -71,7 +82,10 @@ def build_conf(config_files: Sequence[str], out: TextIO) -> cfg.ConfigOpts:
     args: list[str] = []
     for path in config_files:
         args += ["--config-file", path]
-    conf(args, project="multistore", default_config_files=[])
+    try:
+        conf(args, project="multistore", default_config_files=[])
+    except cfg.Error as exc:   # a file missing, unreadable or malformed
+        raise errors.ConfigError(redact(str(exc)), operation="load") from None
     return conf
 
 
@@ -137,6 +151,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--store", help="the source store (default: found from the location)")
     s.add_argument("--no-progress", action="store_true")
 
+    s = sub.add_parser("sweep", help="find and remove what killed writers left behind")
+    s.add_argument("--store", action="extend", nargs="+", metavar="STORE",
+                   help="only these stores (default: every store that writes)")
+    s.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="only what was untouched this long (default 3600); what a live "
+                        "writer holds is never removed")
+    s.add_argument("--dry-run", action="store_true", help="report, remove nothing")
+
     s = sub.add_parser("move", help="copy images to other stores, verify, then "
                                     "optionally delete the source")
     s.add_argument("--to", nargs="+", required=True, metavar="STORE")
@@ -164,26 +186,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     out, err = sys.stdout, sys.stderr
     try:
         conf = build_conf(args.config_file, err)
-        with multistore.load(conf, reserved=RESERVED) as stores:
+        # The staging store only where the configuration declares it.
+        with multistore.load(conf, reserved=config.declared(conf, RESERVED)) as stores:
             result = COMMANDS[args.command](stores, args, err)
         if result is not None:
+            result = redacted(result)
             if args.json:
                 json.dump(result, out, indent=2)
                 out.write("\n")
             else:
                 print_human(result, out)
             out.flush()
-    except errors.ConfigError as exc:
-        print(f"configuration error: {exc}", file=err)
-        return 2
     except BrokenPipeError:
         # The reader went away (``multistore get ... | head``): not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (errors.MultistoreError, OSError) as exc:
-        print(f"error: {exc}", file=err)
-        return 1
+        report_error(exc, args.json, err)
+        return 2 if isinstance(exc, errors.ConfigError) else 1
     return 0
+
+
+def report_error(exc: Exception, as_json: bool, err: TextIO) -> None:
+    """One error on standard error: a line of text, or a JSON object."""
+    if isinstance(exc, errors.MultistoreError):
+        stores = list(exc.stores)
+        store: str | list[str] | None = stores[0] if len(stores) == 1 else stores or None
+        entry = {"error": redact(exc.message), "type": type(exc).__name__,
+                 "store": store, "operation": exc.operation}
+        text = f"{'configuration error' if isinstance(exc, errors.ConfigError) else 'error'}" \
+               f": {redact(str(exc))}"
+    else:
+        entry = {"error": redact(str(exc)), "type": type(exc).__name__,
+                 "store": None, "operation": None}
+        text = f"error: {redact(str(exc))}"
+    if as_json:
+        json.dump(entry, err)
+        err.write("\n")
+    else:
+        print(text, file=err)
+    err.flush()
+
+
+def redacted(result: Any) -> Any:
+    """``result`` with every string passed through :func:`redact`."""
+    if isinstance(result, str):
+        return redact(result)
+    if isinstance(result, dict):
+        return {key: redacted(value) for key, value in result.items()}
+    if isinstance(result, (list, tuple)):
+        return [redacted(value) for value in result]
+    return result
 
 
 def print_human(result: Any, out: TextIO) -> None:
@@ -312,6 +365,16 @@ def cmd_copy(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
     return [_result(r) for r in results]
 
 
+def cmd_sweep(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) -> Any:
+    swept = stores.sweep(args.store, grace=args.grace, remove=not args.dry_run)
+    if not args.json:
+        removed = sum(s.removed for s in swept)
+        print(f"{len(swept)} leftover(s) of dead writers found, {removed} removed",
+              file=err)
+    return [{"store": s.store, "name": s.name, "size": s.size, "age": round(s.age, 1),
+             "removed": s.removed} for s in swept]
+
+
 def cmd_check_config(stores: multistore.StoreSet, args: argparse.Namespace,
                      err: TextIO) -> Any:
     return {"status": "ok", "default": stores.default,
@@ -330,7 +393,7 @@ def cmd_demo(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
     added = stores.add(image_id, source, source.size, progress=bar)
     bar.close()
     add_seconds = time.monotonic() - started
-    say(f"   {added.location}  md5 {added.checksum}")
+    say(f"   {redact(added.location)}  md5 {added.checksum}")
     say("2. copying it to every other store, reading the source once")
     started = time.monotonic()
     copies = stores.copy(added.location, "all")
@@ -346,7 +409,7 @@ def cmd_demo(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
                 sha.update(chunk)
         ok = (md5.hexdigest(), sha.hexdigest()) == (added.checksum, added.multihash)
         checks.append({"store": result.store, "location": result.location, "verified": ok})
-        say(f"   {'ok ' if ok else 'BAD'} {result.store:<10} {result.location}")
+        say(f"   {'ok ' if ok else 'BAD'} {result.store:<10} {redact(result.location)}")
     if not all(c["verified"] for c in checks):
         raise errors.ChecksumMismatch("a copy does not match the image", operation="demo")
     size_mb = source.size / 1e6
@@ -358,7 +421,8 @@ def cmd_demo(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
 
 COMMANDS = {
     "stores": cmd_stores, "add": cmd_add, "get": cmd_get, "delete": cmd_delete,
-    "copy": cmd_copy, "move": cmd_move, "check-config": cmd_check_config, "demo": cmd_demo,
+    "copy": cmd_copy, "move": cmd_move, "sweep": cmd_sweep,
+    "check-config": cmd_check_config, "demo": cmd_demo,
 }
 
 if __name__ == "__main__":

@@ -145,21 +145,32 @@ def read_layout(conf: cfg.ConfigOpts, reserved: Mapping[str, str] | None = None,
         return _read_legacy_layout(conf, reserved, type_of)
 
     specs: list[StoreSpec] = []
+    # oslo.config reads group names without regard to case ('Fast' reads
+    # [fast]): ids are compared the same way.
+    taken: dict[str, str] = {}
+    reserved_ids = {r.lower(): r for r in reserved}
     for store_id, type_name in enabled.items():
         store_id = store_id.strip()
         if not store_id or not type_name:
             raise errors.ConfigError(
                 f"{store_id}:{type_name!s} is not an 'id:type' pair",
                 option="enabled_backends")
-        if store_id.startswith(RESERVED_PREFIX) or store_id in LEGACY_RESERVED:
+        key = store_id.lower()
+        if key.startswith(RESERVED_PREFIX) or key in LEGACY_RESERVED or key in reserved_ids:
             raise errors.ConfigError(
-                f"store ids starting with {RESERVED_PREFIX!r} (and {sorted(LEGACY_RESERVED)}) "
-                f"are reserved for the service's internal stores",
-                store=store_id, option="enabled_backends")
-        if store_id in (CORE_GROUP, SHARED_GROUP, "DEFAULT"):
+                f"store ids starting with {RESERVED_PREFIX!r} (and "
+                f"{sorted(LEGACY_RESERVED | set(reserved))}) are reserved for the service's "
+                f"internal stores", store=store_id, option="enabled_backends")
+        if key in (CORE_GROUP, SHARED_GROUP, "default"):
             raise errors.ConfigError(f"{store_id!r} cannot be a store id: the group "
                                      "has another meaning", store=store_id,
                                      option="enabled_backends")
+        if key in taken:
+            raise errors.ConfigError(
+                f"store ids {taken[key]!r} and {store_id!r} differ only in case: "
+                "configuration groups do not, so both would read one group",
+                store=store_id, option="enabled_backends")
+        taken[key] = store_id
         specs.append(StoreSpec(store_id, type_of(type_name.strip(), store_id), store_id))
     for store_id, type_name in reserved.items():
         specs.append(StoreSpec(store_id, type_of(type_name, store_id), store_id, reserved=True))
@@ -187,6 +198,10 @@ def _read_legacy_layout(conf: cfg.ConfigOpts, reserved: Mapping[str, str],
         type_name = type_of(name.strip(), None)
         if type_name not in types:
             types.append(type_name)
+    clash = sorted({t for t in types} & set(reserved))
+    if clash:
+        raise errors.ConfigError(f"{clash[0]!r} is reserved for the service's internal "
+                                 "store", store=clash[0], option="stores")
     specs = [StoreSpec(t, t, CORE_GROUP) for t in types]
     specs += [StoreSpec(i, type_of(t, i), i, reserved=True) for i, t in reserved.items()]
     default = type_of(group.default_store, None)
@@ -195,6 +210,19 @@ def _read_legacy_layout(conf: cfg.ConfigOpts, reserved: Mapping[str, str],
             f"{group.default_store!r} is not one of the loaded stores ({', '.join(types)})",
             option="default_store")
     return Layout(tuple(specs), default, legacy=True)
+
+
+def declared(conf: cfg.ConfigOpts, reserved: Mapping[str, str]) -> dict[str, str]:
+    """The reserved stores whose group the configuration files have.
+
+    A program that may run on configurations without its internal stores
+    (the ``multistore`` command, a test layout) loads only these, so that a
+    configuration without ``[os_glance_staging_store]`` never touches that
+    store's default directory (``/var/lib/glance/...``).
+    """
+    sections = {s.lower() for s in conf.list_all_sections()}
+    return {store_id: type_name for store_id, type_name in reserved.items()
+            if store_id.lower() in sections}
 
 
 def _first_line(exc: Exception) -> str:

@@ -212,6 +212,14 @@ class Driver(abc.ABC, Generic[L]):
         """Facts shown in the detailed store listing (never secrets)."""
         return {}
 
+    def claims(self) -> Iterable[str]:
+        """What of the backend this store keeps to itself (``directory /x``,
+        a pool of a cluster, a container of an account), in words an operator
+        reads. Two stores of one configuration claiming the same thing is a
+        configuration error at load: every location would belong to both.
+        Called after :meth:`configure`; never contacts the server."""
+        return ()
+
     def translate_error(self, exc: Exception) -> errors.MultistoreError | None:
         """The library's error for a backend exception that left a driver
         method, or ``None`` to let the core decide (``OSError`` by errno,

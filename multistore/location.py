@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 import urllib.parse
 from typing import Any, TypeVar
 
@@ -31,6 +32,10 @@ L = TypeVar("L", bound="Location")
 #: unreserved set. Everything else, ``%`` included, is percent-encoded, so
 #: ``quote(id)`` never decodes to another id.
 _SAFE = "-._~"
+
+#: Longest image id, in bytes of UTF-8 (a file name's limit on most filesystems).
+MAX_ID_BYTES = 255
+_DISALLOWED_ID_CHARS = frozenset("/\\")
 
 #: Query parameters that carry secrets in signed URLs (S3/Swift temp URLs, tokens).
 _SECRET_PARAM = re.compile(
@@ -84,6 +89,29 @@ def unquote(segment: str) -> str:
         return urllib.parse.unquote(segment, errors="strict")
     except UnicodeDecodeError as exc:
         raise ValueError(f"percent-encoded bytes that are not UTF-8 in {segment!r}") from exc
+
+
+def image_id_problem(image_id: object) -> str | None:
+    """Why ``image_id`` is not an id the core accepts, or ``None`` if it is.
+
+    An id is 1 to :data:`MAX_ID_BYTES` bytes of UTF-8 text, without ``/``,
+    ``\\``, control characters or lone surrogates, and not ``.`` or ``..``.
+    The core refuses other ids before any driver sees them; location types
+    refuse them in :meth:`Location.parse` too, so that a location never
+    names something an add could not have made (the file store keeps its
+    partial files in a directory whose name holds a ``\\``).
+    """
+    if not isinstance(image_id, str):
+        return f"it is a {type(image_id).__name__}, not a string"
+    if not image_id or image_id in (".", ".."):
+        return "empty, '.' or '..'"
+    if _DISALLOWED_ID_CHARS & set(image_id):
+        return "it holds '/' or '\\'"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in image_id):
+        return "it holds control characters or lone surrogates"
+    if len(image_id.encode("utf-8")) > MAX_ID_BYTES:
+        return f"longer than {MAX_ID_BYTES} bytes"
+    return None
 
 
 def split_url(url: Any, schemes: tuple[str, ...]) -> urllib.parse.SplitResult:
@@ -140,4 +168,5 @@ def redact(location: object) -> str:
     return f"{scheme}://{user}{':***' if colon else ''}@{rest[at + 1:]}"
 
 
-__all__ = ["Location", "quote", "unquote", "split_url", "scheme_of", "redact"]
+__all__ = ["Location", "quote", "unquote", "split_url", "scheme_of", "redact",
+           "image_id_problem", "MAX_ID_BYTES"]

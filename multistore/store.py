@@ -11,18 +11,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
 from multistore import errors
 from multistore.config import StoreConf, StoreSpec
 from multistore.driver import Capabilities, Driver
-from multistore.location import Location, redact
-
-_DISALLOWED_ID_CHARS = frozenset("/\\")
-#: Longest image id, in bytes of UTF-8 (a file name's limit on most filesystems).
-MAX_ID_BYTES = 255
+from multistore.location import MAX_ID_BYTES, Location, image_id_problem, redact
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -90,7 +85,7 @@ class Store:
 
     def check_image_id(self, image_id: str) -> None:
         """Refuse ids that cannot name exactly one image in every driver."""
-        why = _bad_image_id(image_id)
+        why = image_id_problem(image_id)
         if why:
             raise errors.BadLocation(
                 f"invalid image id {image_id!r}: {why} (an id is 1 to {MAX_ID_BYTES} bytes "
@@ -128,20 +123,6 @@ class Store:
             entry["weight"] = self.weight
             entry["properties"] = self.driver.properties()
         return entry
-
-
-def _bad_image_id(image_id: object) -> str | None:
-    if not isinstance(image_id, str):
-        return f"it is a {type(image_id).__name__}, not a string"
-    if not image_id or image_id in (".", ".."):
-        return "empty, '.' or '..'"
-    if _DISALLOWED_ID_CHARS & set(image_id):
-        return "it holds '/' or '\\'"
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in image_id):
-        return "it holds control characters or lone surrogates"
-    if len(image_id.encode("utf-8")) > MAX_ID_BYTES:
-        return f"longer than {MAX_ID_BYTES} bytes"
-    return None
 
 
 def translate(exc: BaseException) -> errors.MultistoreError:

@@ -1,10 +1,17 @@
 """Images as files in one or more local (or NFS-mounted) directories.
 
 Locations are ``file:///<directory>/<image id>``, as glance_store writes
-them. An image is written aside (``.<image id>.<random>.part``), synced,
-then linked into place, which fails rather than overwrite an existing
-image; readers never see a partial file. Locations outside the store's
-directories are refused.
+them. An image is written aside, in the directory's hidden
+``.multistore\\partial`` subdirectory (a name no image id can take: ids
+never hold ``\\``), synced, then linked into place, which fails rather than
+overwrite an existing image; readers never see a partial file. Locations
+outside the store's directories are refused, and so is anything in a
+directory that is not a regular file: symbolic links are never followed
+(``O_NOFOLLOW``), FIFOs and devices never opened for reading.
+
+A writer holds an exclusive ``flock`` on its partial file; the files of dead
+writers are reclaimed by :meth:`FileDriver.find_leftovers` (``multistore
+sweep``) and, past ``filesystem_store_leftover_grace``, when a store loads.
 """
 
 from __future__ import annotations
@@ -13,22 +20,32 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
+import errno
 import fcntl
 import json
+import logging
 import os
 import secrets
 import stat
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 from oslo_config import cfg
 
 from multistore import errors
 from multistore.context import Context
 from multistore.driver import Capabilities, Driver, Leftover, ReadStream, Stored, Writer
-from multistore.location import Location, quote, split_url, unquote
+from multistore.location import Location, image_id_problem, quote, split_url, unquote
 
+LOG = logging.getLogger(__name__)
 MiB = 1024 * 1024
+#: The subdirectory of every datadir that holds partial files. It holds a
+#: backslash, which no image id may (:func:`~multistore.location.image_id_problem`),
+#: so no location can name it or anything in it.
+PARTIAL_DIR = ".multistore\\partial"
+PARTIAL_SUFFIX = ".part"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Start write-back of dirty pages every this many bytes, so the final sync
 #: has little left to do and the page cache does not fill with one image.
 WRITEBACK_EVERY = 8 * MiB
@@ -52,8 +69,9 @@ OPTIONS = [
                     "(or a list of them): the entry whose mountpoint holds "
                     "an image is returned in its location metadata."),
     cfg.IntOpt("filesystem_store_file_perm", default=0,
-               help="Permissions of image files, in octal (``640``); 0 keeps "
-                    "the process umask. Must give the owner read access."),
+               help="Permissions of image files, in octal digits (``640``); 0 "
+                    "keeps the process umask. Must give the owner read access; "
+                    "setuid, setgid, sticky and world-write bits are refused."),
     cfg.IntOpt("filesystem_store_chunk_size", default=64 * 1024, min=1,
                help="Size in bytes of the chunks images are read in."),
     cfg.BoolOpt("filesystem_thin_provisioning", default=False,
@@ -62,6 +80,11 @@ OPTIONS = [
                 help="Sync every image (and its directory) to disk before "
                      "reporting it stored. Off, a crash can lose an image "
                      "already reported stored (glance_store's behaviour)."),
+    cfg.IntOpt("filesystem_store_leftover_grace", default=3600, min=-1,
+               help="When the store loads, remove partial files of dead writers "
+                    "(killed mid-add) untouched for this many seconds; -1 never "
+                    "does (``multistore sweep`` still can). A partial file a "
+                    "live writer holds is never removed, however old."),
 ]
 
 
@@ -103,6 +126,9 @@ class FileLocation(Location):
             if segment in ("", ".", "..") or "/" in segment or "\0" in segment:
                 raise ValueError("the path has empty, '.' or '..' segments, or "
                                  "encoded '/' or NUL")
+        why = image_id_problem(segments[-1])
+        if why:
+            raise ValueError(f"not an image id: {why}")
         return cls("/" + "/".join(segments[:-1]), segments[-1])
 
     def format(self) -> str:
@@ -130,45 +156,63 @@ class FileDriver(Driver[FileLocation]):
     def configure(self) -> None:
         c = self.conf
         dirs = c.filesystem_store_datadirs
-        if dirs and c.filesystem_store_datadir:
+        datadir = c.filesystem_store_datadir
+        if dirs and datadir:
             raise errors.ConfigError("set either filesystem_store_datadir or "
                                      "filesystem_store_datadirs, not both",
                                      option="filesystem_store_datadirs")
+        if datadir is not None and not datadir.strip():
+            raise errors.ConfigError("empty: name the directory images go to (left "
+                                     "unset, it is /var/lib/glance/images)",
+                                     option="filesystem_store_datadir")
         if dirs:
-            self.datadirs = self._parse_datadirs(dirs)
+            self.datadirs, written = self._parse_datadirs(dirs)
         else:
-            datadir = c.filesystem_store_datadir or "/var/lib/glance/images"
-            self.datadirs = [(os.path.realpath(datadir), 0)]
-        perm = c.filesystem_store_file_perm
-        self.file_perm = int(str(perm), 8) if perm else 0
-        if self.file_perm and not self.file_perm & stat.S_IRUSR:
-            raise errors.ConfigError(f"{perm} does not let the owner read images",
-                                     option="filesystem_store_file_perm")
+            written = [datadir or "/var/lib/glance/images"]
+            self.datadirs = [(os.path.realpath(written[0]), 0)]
+        # The directories a location may name: each datadir's real path, and
+        # the path as the operator wrote it (through a symlink the operator
+        # chose). Never a path that only resolves there through a link made
+        # inside a datadir.
+        self._spellings = {real: real for real, _ in self.datadirs}
+        for path in written:
+            self._spellings.setdefault(os.path.normpath(os.path.abspath(path)),
+                                       os.path.realpath(path))
+        self.file_perm = _file_perm(c.filesystem_store_file_perm)
         self.chunk_size = c.filesystem_store_chunk_size
         self.thin = c.filesystem_thin_provisioning
         self.fsync = c.filesystem_store_fsync
         self.metadata = self._read_metadata_file(c.filesystem_store_metadata_file)
         for path, _ in self.datadirs:
             self._prepare_dir(path)
+        grace = c.filesystem_store_leftover_grace
+        if grace >= 0:
+            self._reclaim(grace)
 
-    def _parse_datadirs(self, values: list[str]) -> list[tuple[str, int]]:
+    def _parse_datadirs(self, values: list[str]) -> tuple[list[tuple[str, int]], list[str]]:
+        """(real path, priority) pairs, highest priority first; the paths as written."""
         seen: dict[str, int] = {}
+        written = []
         for value in values:
             path, sep, prio = value.strip().rpartition(":")
             if not sep or not path:
                 path, prio = value.strip(), "0"
+            if not path.strip():
+                raise errors.ConfigError(f"{value!r}: no directory",
+                                         option="filesystem_store_datadirs")
             try:
                 priority = int(prio)
             except ValueError:
                 raise errors.ConfigError(f"{value!r}: the priority must be an integer",
                                          option="filesystem_store_datadirs") from None
+            written.append(path)
             path = os.path.realpath(path)
             if path in seen and seen[path] != priority:
                 raise errors.ConfigError(f"{path} is listed with priorities "
                                          f"{seen[path]} and {priority}",
                                          option="filesystem_store_datadirs")
             seen[path] = priority
-        return sorted(seen.items(), key=lambda item: -item[1])
+        return sorted(seen.items(), key=lambda item: -item[1]), written
 
     def _read_metadata_file(self, path: str | None) -> list[dict[str, str]]:
         if not path:
@@ -189,20 +233,58 @@ class FileDriver(Driver[FileLocation]):
         return entries
 
     def _prepare_dir(self, path: str) -> None:
+        option = ("filesystem_store_datadirs" if self.conf.filesystem_store_datadirs
+                  else "filesystem_store_datadir")
         try:
             os.makedirs(path, exist_ok=True)
         except OSError as exc:
             raise errors.ConfigError(f"cannot create {path}: {exc.strerror}",
-                                     option="filesystem_store_datadir") from exc
+                                     option=option) from exc
         if not os.access(path, os.W_OK | os.X_OK):
-            raise errors.ConfigError(f"{path} is not writable by this process",
-                                     option="filesystem_store_datadir")
+            raise errors.ConfigError(f"{path} is not writable by this process", option=option)
+        mode = os.stat(path).st_mode
         if self.file_perm:
-            mode = os.stat(path).st_mode
             extra = (stat.S_IXOTH if self.file_perm & stat.S_IROTH else 0) | \
                     (stat.S_IXGRP if self.file_perm & stat.S_IRGRP else 0)
             if mode & extra != extra:
                 os.chmod(path, stat.S_IMODE(mode) | extra)
+        try:
+            dfd = os.open(path, _DIR_FLAGS)
+        except OSError as exc:
+            raise errors.ConfigError(f"cannot open {path}: {exc.strerror}",
+                                     option=option) from exc
+        try:
+            pfd = _open_partial_dir(dfd)
+            try:
+                if os.fstat(pfd).st_dev != os.fstat(dfd).st_dev:
+                    raise errors.ConfigError(
+                        f"{os.path.join(path, PARTIAL_DIR)} is on another filesystem "
+                        f"than {path}: partial files must be linked into place",
+                        option=option)
+            finally:
+                os.close(pfd)
+        except OSError as exc:
+            raise errors.ConfigError(f"cannot prepare {os.path.join(path, PARTIAL_DIR)}: "
+                                     f"{exc.strerror}", option=option) from exc
+        finally:
+            os.close(dfd)
+
+    def _reclaim(self, grace: float) -> None:
+        """Remove what dead writers left, at load (never fails the load)."""
+        try:
+            for leftover in self.find_leftovers(grace):
+                try:
+                    self.remove_leftover(leftover)
+                except errors.MultistoreError as exc:
+                    LOG.info("store %s: leftover %s not removed: %s", self.store_id,
+                             leftover.name, exc.message)
+                else:
+                    LOG.info("store %s: removed %s, a partial file (%s bytes) a writer "
+                             "left %.0f s ago", self.store_id, leftover.name,
+                             leftover.size, leftover.age)
+        except (OSError, errors.MultistoreError) as exc:
+            LOG.warning("store %s: looking for partial files of dead writers failed: %s",
+                        self.store_id, exc)
 
     def properties(self) -> dict[str, Any]:
         return {"datadir": self.datadirs[0][0],
@@ -211,21 +293,54 @@ class FileDriver(Driver[FileLocation]):
                 "thin_provisioning": self.thin,
                 "fsync": self.fsync}
 
+    def claims(self) -> list[str]:
+        return [f"directory {path}" for path, _ in self.datadirs]
+
     # -- locations ---------------------------------------------------------
 
     def holds(self, location: FileLocation) -> bool:
-        return os.path.realpath(location.directory) in {d for d, _ in self.datadirs}
+        return location.directory in self._spellings
 
     def location_for(self, image_id: str, context: Context = None) -> FileLocation:
-        return FileLocation(self.datadirs[0][0], image_id)
+        return self.location_in(self.datadirs[0][0], image_id)
 
-    def _path(self, location: FileLocation) -> str:
-        return os.path.join(os.path.realpath(location.directory), location.image_id)
+    def location_in(self, datadir: str, image_id: str) -> FileLocation:
+        """The location of an image written to ``datadir`` (subclasses with
+        another location type override this)."""
+        return FileLocation(datadir, image_id)
+
+    def _where(self, location: FileLocation) -> tuple[str, str]:
+        """The real datadir and the file's name in it."""
+        return self._spellings[location.directory], location.image_id
+
+    @contextlib.contextmanager
+    def _dir(self, datadir: str, missing: type[errors.MultistoreError] = errors.NotFound,
+             ) -> Iterator[int]:
+        """The datadir, open; its last component is never a followed symlink."""
+        try:
+            dfd = os.open(datadir, _DIR_FLAGS)
+        except OSError as exc:
+            _gone(datadir, exc, missing)
+        try:
+            yield dfd
+        finally:
+            os.close(dfd)
+
+    def _stat_image(self, location: FileLocation) -> os.stat_result:
+        datadir, name = self._where(location)
+        with self._dir(datadir) as dfd:
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise errors.NotFound(f"no image at {os.path.join(datadir, name)}") from None
+        _check_regular(st, os.path.join(datadir, name))
+        return st
 
     # -- leftovers of dead writers ------------------------------------------
 
     def find_leftovers(self, grace: float, context: Context = None) -> list[Leftover]:
-        """Partial files (``.<id>.<random>.part``) no live writer holds.
+        """Partial files (``<datadir>/.multistore\\partial/<random>.part``)
+        no live writer holds.
 
         A writer holds an exclusive ``flock`` on its partial file until it
         commits or aborts; the kernel drops it when the process dies, so a
@@ -234,9 +349,14 @@ class FileDriver(Driver[FileLocation]):
         now = time.time()
         found = []
         for datadir, _ in self.datadirs:
-            with os.scandir(datadir) as entries:
+            partial = os.path.join(datadir, PARTIAL_DIR)
+            try:
+                entries = os.scandir(partial)
+            except FileNotFoundError:
+                continue
+            with entries:
                 for entry in entries:
-                    if not (entry.name.startswith(".") and entry.name.endswith(".part")):
+                    if not entry.name.endswith(PARTIAL_SUFFIX):
                         continue
                     try:
                         st = entry.stat(follow_symlinks=False)
@@ -244,22 +364,35 @@ class FileDriver(Driver[FileLocation]):
                         continue
                     age = now - st.st_mtime
                     if stat.S_ISREG(st.st_mode) and age > grace and not _locked(entry.path):
-                        found.append(Leftover(entry.path, st.st_size, age, entry.path))
+                        found.append(Leftover(entry.path, st.st_size, age,
+                                              (partial, entry.name)))
         return found
 
     def remove_leftover(self, leftover: Leftover, context: Context = None) -> None:
-        path = leftover.handle
+        partial, name = leftover.handle
+        path = os.path.join(partial, name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            pfd = os.open(partial, _DIR_FLAGS)
         except FileNotFoundError:
             raise errors.NotFound(f"{path} is gone") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a live writer holds it
-            os.unlink(path)
-        except BlockingIOError:
-            raise errors.InUse(f"{path} is being written") from None
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=pfd)
+            except FileNotFoundError:
+                raise errors.NotFound(f"{path} is gone") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a live writer holds it
+                named, held = os.stat(name, dir_fd=pfd, follow_symlinks=False), os.fstat(fd)
+                if (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+                    raise errors.NotFound(f"{path} was replaced meanwhile")
+                os.unlink(name, dir_fd=pfd)
+            except BlockingIOError:
+                raise errors.InUse(f"{path} is being written") from None
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            os.close(pfd)
 
     # -- writing ---------------------------------------------------------
 
@@ -274,7 +407,10 @@ class FileDriver(Driver[FileLocation]):
             return self.datadirs[0][0]
         best: tuple[int, int, str] | None = None
         for path, priority in self.datadirs:
-            st = os.statvfs(path)
+            try:
+                st = os.statvfs(path)
+            except FileNotFoundError as exc:
+                _gone(path, exc, errors.BackendUnavailable)
             free = st.f_bavail * st.f_frsize
             if size is not None and free < size:
                 continue
@@ -294,24 +430,40 @@ class FileDriver(Driver[FileLocation]):
 
     # -- reading -----------------------------------------------------------
 
+    def _open_image(self, location: FileLocation) -> tuple[int, os.stat_result]:
+        """The image's file, open for reading: a regular file in the datadir,
+        reached without following any link; its stat."""
+        datadir, name = self._where(location)
+        path = os.path.join(datadir, name)
+        with self._dir(datadir) as dfd:
+            try:
+                # O_NONBLOCK: opening a FIFO planted in the directory must not hang.
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                             dir_fd=dfd)
+            except FileNotFoundError:
+                raise errors.NotFound(f"no image at {path}") from None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise errors.NotFound(f"no image at {path}: a symbolic link (never "
+                                          "followed) is there") from None
+                raise
+        try:
+            st = os.fstat(fd)
+            _check_regular(st, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st
+
     def open_reader(self, location: FileLocation, offset: int, length: int | None,
                     context: Context = None) -> ReadStream:
-        path = self._path(location)
-        try:
-            f = open(path, "rb", buffering=0)
-        except FileNotFoundError:
-            raise errors.NotFound(f"no image at {path}") from None
-        try:
-            total = os.fstat(f.fileno()).st_size
-        except BaseException:
-            f.close()
-            raise
+        fd, st = self._open_image(location)
+        total = st.st_size
         start = min(offset, total)
         count = total - start if length is None else max(0, min(length, total - start))
-        return ReadStream(self._chunks(f, start, count), count, f.close)
+        return ReadStream(self._chunks(fd, start, count), count, lambda: os.close(fd))
 
-    def _chunks(self, f: Any, offset: int, count: int):  # type: ignore[no-untyped-def]
-        fd = f.fileno()
+    def _chunks(self, fd: int, offset: int, count: int) -> Iterator[bytes]:
         while count > 0:
             chunk = os.pread(fd, min(self.chunk_size, count), offset)
             if not chunk:
@@ -322,20 +474,23 @@ class FileDriver(Driver[FileLocation]):
             yield chunk
 
     def get_size(self, location: FileLocation, context: Context = None) -> int:
-        path = self._path(location)
-        try:
-            return os.stat(path).st_size
-        except FileNotFoundError:
-            raise errors.NotFound(f"no image at {path}") from None
+        return self._stat_image(location).st_size
 
     def delete(self, location: FileLocation, context: Context = None) -> None:
-        path = self._path(location)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            raise errors.NotFound(f"no image at {path}") from None
-        if self.fsync:
-            _fsync_dir(os.path.dirname(path))
+        datadir, name = self._where(location)
+        path = os.path.join(datadir, name)
+        with self._dir(datadir) as dfd:
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise errors.NotFound(f"no image at {path}") from None
+            _check_regular(st, path)
+            try:
+                os.unlink(name, dir_fd=dfd)     # never follows a link
+            except FileNotFoundError:
+                raise errors.NotFound(f"no image at {path}") from None
+            if self.fsync:
+                os.fsync(dfd)
 
 
     # -- copies inside the filesystem -----------------------------------------
@@ -346,16 +501,11 @@ class FileDriver(Driver[FileLocation]):
         (the kernel copies, or shares extents on filesystems with reflinks)."""
         if not isinstance(source, FileDriver) or not isinstance(location, FileLocation):
             return None
-        path = source._path(location)
+        src, st = source._open_image(location)
         try:
-            src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            raise errors.NotFound(f"no image at {path}") from None
-        try:
-            st = os.fstat(src)
             writer = self.open_writer(image_id, st.st_size, context)
             assert isinstance(writer, _FileWriter)
-            if os.stat(writer.datadir).st_dev != st.st_dev:
+            if os.fstat(writer.dfd).st_dev != st.st_dev:
                 writer.abort()
                 return None
             try:
@@ -369,15 +519,31 @@ class FileDriver(Driver[FileLocation]):
 
 
 class _FileWriter(Writer):
+    """Writes ``<datadir>/.multistore\\partial/<random>.part``, then links it
+    to ``<datadir>/<image id>``. Holds both directories open (so neither can
+    be swapped for a symlink meanwhile) and an exclusive flock on the partial
+    file until it is linked into place or removed."""
+
     def __init__(self, driver: FileDriver, datadir: str, image_id: str) -> None:
         self.driver = driver
         self.datadir = datadir
         self.image_id = image_id
         self.final = os.path.join(datadir, image_id)
-        self.temp = os.path.join(datadir, f".{image_id}.{secrets.token_hex(6)}.part")
-        mode = driver.file_perm or 0o666
-        self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)   # held while alive: see find_leftovers
+        self.temp = f"{secrets.token_hex(8)}{PARTIAL_SUFFIX}"
+        self.fd = self.dfd = self.pfd = -1
+        try:
+            try:
+                self.dfd = os.open(datadir, _DIR_FLAGS)
+            except OSError as exc:
+                _gone(datadir, exc, errors.BackendUnavailable)
+            self.pfd = _open_partial_dir(self.dfd)
+            mode = driver.file_perm or 0o666
+            self.fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                              mode, dir_fd=self.pfd)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)   # held while alive: see find_leftovers
+        except BaseException:
+            self.abort()
+            raise
         self.written = 0
         self.synced_to = 0
         self.dropped_to = 0
@@ -454,31 +620,88 @@ class _FileWriter(Writer):
             os.fdatasync(self.fd)
         if self.driver.file_perm:
             os.fchmod(self.fd, self.driver.file_perm)
-        os.close(self.fd)
-        self.fd = -1
         try:
-            os.link(self.temp, self.final)   # never replaces an existing file
+            # Never replaces an existing file, never follows a link; the
+            # partial file stays locked until it is gone from the partial dir.
+            os.link(self.temp, self.image_id, src_dir_fd=self.pfd, dst_dir_fd=self.dfd,
+                    follow_symlinks=False)
         except FileExistsError:
             raise errors.Duplicate(f"image {self.image_id!r} appeared "
                                    "while this copy was being written") from None
-        os.unlink(self.temp)
+        os.unlink(self.temp, dir_fd=self.pfd)
         if self.driver.fsync:
-            _fsync_dir(os.path.dirname(self.final))
-        return Stored(FileLocation(self.datadir, self.image_id),
+            os.fsync(self.dfd)
+        self._close()
+        return Stored(self.driver.location_in(self.datadir, self.image_id),
                       self.driver._image_metadata(self.final))
 
     def abort(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.temp)
+        if self.pfd >= 0 and self.fd >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.temp, dir_fd=self.pfd)
+        self._close()
+
+    def _close(self) -> None:
+        for name in ("fd", "pfd", "dfd"):
+            fd = getattr(self, name)
+            if fd >= 0:
+                setattr(self, name, -1)
+                os.close(fd)
+
+
+def _file_perm(value: int) -> int:
+    """``filesystem_store_file_perm`` as a mode, refusing what no image should have."""
+    option = "filesystem_store_file_perm"
+    text = str(value)
+    if value < 0 or not set(text) <= set("01234567"):
+        raise errors.ConfigError(f"{value} is not a permission in octal digits "
+                                 "(write 640, 600 ...; 0 keeps the umask)", option=option)
+    mode = int(text, 8)
+    if mode & ~0o777:
+        raise errors.ConfigError(f"{value}: setuid, setgid and sticky bits are refused "
+                                 "on images", option=option)
+    if mode & stat.S_IWOTH:
+        raise errors.ConfigError(f"{value}: world-writable images are refused", option=option)
+    if mode and not mode & stat.S_IRUSR:
+        raise errors.ConfigError(f"{value} does not let the owner read images", option=option)
+    return mode
+
+
+def _open_partial_dir(dfd: int) -> int:
+    """The datadir's partial-file directory, open (created with the datadir's mode)."""
+    try:
+        return os.open(PARTIAL_DIR, _DIR_FLAGS, dir_fd=dfd)
+    except FileNotFoundError:
+        pass
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(PARTIAL_DIR, stat.S_IMODE(os.fstat(dfd).st_mode), dir_fd=dfd)
+    return os.open(PARTIAL_DIR, _DIR_FLAGS, dir_fd=dfd)
+
+
+def _gone(datadir: str, exc: OSError, error: type[errors.MultistoreError]) -> NoReturn:
+    """The store's directory cannot be opened: say which, and why."""
+    if isinstance(exc, FileNotFoundError):
+        raise error(f"the store's directory {datadir} does not exist (removed after the "
+                    "store was loaded? it is not created again)") from None
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        raise error(f"the store's directory {datadir} is no longer a directory (replaced "
+                    "by a symbolic link or a file?)") from None
+    raise exc
+
+
+def _check_regular(st: os.stat_result, path: str) -> None:
+    """Only regular files are images: links are never followed, FIFOs,
+    devices and directories never read."""
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a symbolic link (never followed)" if stat.S_ISLNK(st.st_mode)
+                else "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+        raise errors.NotFound(f"no image at {path}: {kind} is there")
 
 
 def _locked(path: str) -> bool:
     """Whether a live process holds a lock on ``path``."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return True
     try:
@@ -490,12 +713,4 @@ def _locked(path: str) -> bool:
         os.close(fd)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-__all__ = ["FileDriver", "FileLocation", "OPTIONS"]
+__all__ = ["FileDriver", "FileLocation", "OPTIONS", "PARTIAL_DIR"]

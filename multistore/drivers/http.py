@@ -1,11 +1,12 @@
 """Images that live on a web server: a read-only store.
 
 Locations are the images' own ``http://`` and ``https://`` URLs, optionally
-with ``user:password@`` for basic authentication. The store reads them
-whole or in part (HTTP ``Range``), learns their size with ``HEAD``, and
-takes no new images and deletes nothing (the core refuses both, and lists
-the store as read-only). Copying an http location into a writable store
-(``stores.copy(url, to=[...])``) is how an image is imported from the web.
+with ``user:password@`` for basic authentication (:class:`HttpLocation`).
+The store reads them whole or in part (HTTP ``Range``), learns their size
+with ``HEAD``, and takes no new images and deletes nothing (the core refuses
+both, and lists the store as read-only). Copying an http location into a
+writable store (``stores.copy(url, to=[...])``) is how an image is imported
+from the web; the copy reads through this driver, so the same rules apply.
 
 Differences from glance_store's http store, on purpose:
 
@@ -16,9 +17,15 @@ Differences from glance_store's http store, on purpose:
   ``http_max_redirects``, and only to http or https URLs; credentials are
   sent on to the same scheme, host and port only (or to https on the same
   host);
+- what the store may fetch is filtered, as Glance filters web-download
+  (``http_allowed_schemes`` ... ``http_disallowed_ports``), for the first
+  URL and every redirect target, host names resolved: a name that resolves
+  to a refused address is refused, and connections are made only to the
+  addresses checked, before a byte is sent;
 - a connection that drops during a read is resumed from the byte already
   delivered (``Range`` plus ``If-Range``, so a changed image is noticed),
-  up to ``http_read_retries`` attempts in a row that deliver nothing;
+  up to ``http_read_retries`` attempts in a row that deliver nothing
+  (:class:`multistore.retry.ResumingRead`);
 - a server that sends no ``Content-Length`` is read as a stream of unknown
   size; ``get_size`` then asks for the first byte (``Range: bytes=0-0``) to
   learn the total, and raises NotSupported if the server does not say it,
@@ -26,32 +33,39 @@ Differences from glance_store's http store, on purpose:
 - connections and reads time out (``http_connect_timeout``,
   ``http_read_timeout``): a dead server is an error, never a hang;
 - user and password in a URL are sent as basic authentication and never
-  appear in logs or error messages.
+  appear in logs, error messages or reprs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
+import ipaddress
 import logging
 import os
 import re
+import socket
 import ssl
 import threading
-import time
 import urllib.parse
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
-from oslo_config import cfg
+import urllib3.util.connection
+from oslo_config import cfg, types
 
 from multistore import errors
+from multistore.context import Context
 from multistore.driver import Capabilities, Driver, ReadStream
-from multistore.location import redact, scheme_of
+from multistore.location import Location, quote, redact, split_url, unquote
+from multistore.retry import ResumingRead, RetryPolicy
 
 LOG = logging.getLogger(__name__)
 MiB = 1024 * 1024
@@ -69,8 +83,13 @@ _DRAIN_LIMIT = 64 * 1024
 #: 1 s ... at most MAX_BACKOFF.
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
+_SCHEMES = ("http", "https")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _UNSATISFIED_RANGE = re.compile(r"^\s*bytes\s+\*/(\d+)\s*$", re.IGNORECASE)
+#: A host name as this driver accepts it (IP literals are checked apart).
+_HOST_NAME = re.compile(r"[^\s/\\?#@%:\[\]]+")
+_PORT = types.Integer(min=1, max=65535)
 
 OPTIONS = [
     cfg.StrOpt("https_ca_certificates_file",
@@ -101,6 +120,34 @@ OPTIONS = [
     cfg.FloatOpt("http_read_timeout", default=60.0, min=0.001,
                  help="Seconds to wait for the server's answer, and for each "
                       "block of data while reading."),
+    cfg.ListOpt("http_allowed_schemes", default=["http", "https"],
+                help="Schemes the store may fetch (the location and every "
+                     "redirect target): ``http``, ``https``. When not empty, "
+                     "``http_disallowed_schemes`` is ignored (as Glance's "
+                     "``allowed_schemes``)."),
+    cfg.ListOpt("http_disallowed_schemes", default=[],
+                help="Schemes the store refuses; used only when "
+                     "``http_allowed_schemes`` is empty."),
+    cfg.ListOpt("http_allowed_hosts", default=[],
+                help="Hosts the store may fetch from: host names, IP "
+                     "addresses and networks in CIDR form (``10.1.0.0/16``). "
+                     "A host name not listed is allowed only if every address "
+                     "it resolves to is in a listed network. Empty: any host. "
+                     "When not empty, ``http_disallowed_hosts`` is ignored."),
+    cfg.ListOpt("http_disallowed_hosts", default=[],
+                help="Hosts the store refuses: host names, IP addresses and "
+                     "networks in CIDR form (``169.254.0.0/16, 127.0.0.0/8``); "
+                     "a host name that resolves to an address in a listed "
+                     "network is refused. Used only when "
+                     "``http_allowed_hosts`` is empty."),
+    cfg.ListOpt("http_allowed_ports", item_type=_PORT, default=[],
+                help="Ports the store may fetch from (a URL without a port "
+                     "uses 80 or 443). Empty: any port (Glance's "
+                     "``allowed_ports`` defaults to 80 and 443). When not "
+                     "empty, ``http_disallowed_ports`` is ignored."),
+    cfg.ListOpt("http_disallowed_ports", item_type=_PORT, default=[],
+                help="Ports the store refuses; used only when "
+                     "``http_allowed_ports`` is empty."),
 ]
 
 #: A read stopped before its end (connection closed or reset, timeout,
@@ -109,12 +156,267 @@ _DROPPED = (urllib3.exceptions.HTTPError, http.client.HTTPException,
             requests.exceptions.RequestException, OSError)
 
 
-class _Dropped(Exception):
-    """The body ended before the announced length."""
+class ReadInterrupted(ConnectionError):
+    """A read broke in a way another attempt may cure (the connection, a 5xx
+    answer): retryable for :class:`~multistore.retry.ResumingRead`."""
 
 
-class HttpDriver(Driver):
-    schemes = ("http", "https")
+# -- locations ---------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class HttpLocation(Location):
+    """An image's own URL, ``http(s)://[user[:password]@]host[:port]/path[?query]``.
+
+    Path and query are kept as written, escapes and all, so the request
+    names exactly the object the URL names; user and password are kept
+    decoded (and sent as basic authentication). The fragment, never sent,
+    is dropped. The image id is the last path segment, decoded.
+    """
+
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+    query: str = ""
+    user: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> HttpLocation:
+        # Messages never quote the URL's pieces: a password written with an
+        # unescaped '#', '?' or '/' lands in them.
+        parts = split_url(url, _SCHEMES)
+        if re.search(r"[\x00-\x20\x7f]", url):
+            raise ValueError("spaces or control characters in the URL")
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("the port is not a number from 1 to 65535")
+        host = parts.hostname
+        if not host or not (_HOST_NAME.fullmatch(host) or _address(host)):
+            raise ValueError("no host name or IP address")
+        if "@" in parts.fragment or ("@" in parts.query and not parts.path):
+            raise ValueError("an '@' after '?' or '#': write '#', '?' and '@' in a "
+                             "password as %23, %3F and %40")
+        try:
+            for piece in (parts.path, parts.query):
+                unquote(piece)
+        except ValueError:
+            raise ValueError("a '%' not followed by two hex digits, or escapes "
+                             "that are not UTF-8") from None
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        return cls(parts.scheme.lower(), host, port, parts.path or "/", parts.query,
+                   urllib.parse.unquote(user) if at else None,
+                   urllib.parse.unquote(password) if colon else None)
+
+    def format(self) -> str:
+        userinfo = ""
+        if self.user is not None:
+            secret = "" if self.password is None else ":" + quote(self.password)
+            userinfo = f"{quote(self.user)}{secret}@"
+        return f"{self.scheme}://{userinfo}{self.url.partition('://')[2]}"
+
+    @property
+    def url(self) -> str:
+        """What is requested: the URL without credentials."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = "" if self.port is None else f":{self.port}"
+        query = f"?{self.query}" if self.query else ""
+        return f"{self.scheme}://{host}{port}{self.path}{query}"
+
+    @property
+    def auth(self) -> tuple[str, str] | None:
+        return None if self.user is None else (self.user, self.password or "")
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        port = _DEFAULT_PORTS[self.scheme] if self.port is None else self.port
+        return self.scheme, self.host.lower(), port
+
+    @property
+    def image_id(self) -> str:  # type: ignore[override]
+        """The last path segment (``cirros.img`` for ``.../cirros.img?x=1``)."""
+        return unquote(self.path.rstrip("/").rpartition("/")[2])
+
+    def with_image_id(self, image_id: str) -> HttpLocation:
+        """The same URL with its last path segment naming ``image_id``."""
+        stem = self.path.rstrip("/")
+        head = stem.rpartition("/")[0]
+        return dataclasses.replace(self, path=f"{head}/{quote(image_id)}"
+                                              f"{self.path[len(stem):]}")
+
+
+def _keeps_credentials(old: HttpLocation, new: HttpLocation) -> bool:
+    """Credentials go on to the same origin, or from http to https on one host."""
+    a, b = old.origin, new.origin
+    return a == b or (a[1] == b[1] and (a[0], a[2], b[0], b[2]) == ("http", 80, "https", 443))
+
+
+# -- what the store may fetch ------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Rule:
+    """One pair of ``http_allowed_<kind>``/``http_disallowed_<kind>`` lists,
+    with Glance's precedence: a non-empty allowed list wins."""
+
+    option: str
+    allow: bool
+    values: frozenset[Any]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def admits(self, value: Any) -> bool:
+        return (value in self.values) == self.allow
+
+    def admits_address(self, address: str) -> bool:
+        ip = _address(address)
+        return any(ip in net for net in self.networks) == self.allow
+
+    def refused(self, what: str) -> str:
+        return f"{what} is {'not ' if self.allow else ''}in {self.option}"
+
+
+class _Filter:
+    """The store's http_allowed_*/http_disallowed_* options, applied to each
+    URL before it is requested and to each address before it is connected to."""
+
+    def __init__(self, conf: Any, store_id: str) -> None:
+        self.schemes = self._rule(conf, store_id, "schemes")
+        self.ports = self._rule(conf, store_id, "ports")
+        self.hosts = self._rule(conf, store_id, "hosts")
+        if self.schemes and set(self.schemes.values) - set(_SCHEMES):
+            raise errors.ConfigError("the http store fetches only http and https",
+                                     option=self.schemes.option)
+
+    @staticmethod
+    def _rule(conf: Any, store_id: str, kind: str) -> _Rule | None:
+        allowed, disallowed = (getattr(conf, f"http_{w}_{kind}") or []
+                               for w in ("allowed", "disallowed"))
+        if allowed and disallowed:
+            LOG.warning("store %s: http_allowed_%s is set, so http_disallowed_%s is "
+                        "ignored", store_id, kind, kind)
+        if not (allowed or disallowed):
+            return None
+        option = f"http_{'allowed' if allowed else 'disallowed'}_{kind}"
+        if kind != "hosts":
+            return _Rule(option, bool(allowed), frozenset(
+                v.strip().lower() if isinstance(v, str) else v for v in allowed or disallowed))
+        names, networks = set(), []
+        for entry in allowed or disallowed:
+            text = entry.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+            try:
+                networks.append(ipaddress.ip_network(text, strict=False))
+            except ValueError:
+                if not _HOST_NAME.fullmatch(text):
+                    raise errors.ConfigError(f"{entry!r} is not a host name, an IP address "
+                                             "or a network", option=option) from None
+                names.add(text)
+        return _Rule(option, bool(allowed), frozenset(names), tuple(networks))
+
+    def properties(self) -> dict[str, list[str]]:
+        return {r.option: sorted(map(str, [*r.values, *r.networks]))
+                for r in (self.schemes, self.ports, self.hosts) if r}
+
+    def refusal(self, location: HttpLocation) -> str | None:
+        """Why ``location`` may not be fetched; None if it may."""
+        if self.schemes and not self.schemes.admits(location.scheme):
+            return self.schemes.refused(f"the scheme {location.scheme}")
+        if self.ports and not self.ports.admits(location.origin[2]):
+            return self.ports.refused("its port")
+        if self.hosts:
+            try:
+                self.addresses(location.host, location.origin[2], resolve=False)
+            except errors.BadLocation as exc:
+                return exc.message
+        return None
+
+    def addresses(self, host: str, port: int, resolve: bool = True) -> list[str]:
+        """The addresses ``host`` may be reached at; BadLocation if the host
+        or any address it resolves to is refused. Without ``resolve``, names
+        are resolved only when a network rule needs it."""
+        rule = self.hosts
+        name = host.lower().rstrip(".")
+        named = rule is not None and name in rule.values
+        if rule is None or (named and rule.allow):
+            return _resolve(name, port) if resolve else []
+        if named or (rule.allow and not rule.networks):
+            raise errors.BadLocation(rule.refused(name))
+        if not rule.networks:
+            return _resolve(name, port) if resolve else []
+        addresses = [name] if _address(name) else _resolve(name, port)
+        for address in addresses:
+            if not rule.admits_address(address):
+                raise errors.BadLocation(rule.refused(
+                    address if address == name else f"{name} resolves to {address}, which"))
+        return addresses
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``text`` is (IPv4-mapped IPv6 as IPv4), or None."""
+    try:
+        ip = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return None
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped or ip
+
+
+def _resolve(name: str, port: int) -> list[str]:
+    try:
+        found = socket.getaddrinfo(name, port, urllib3.util.connection.allowed_gai_family(),
+                                   socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise errors.BackendUnavailable(f"cannot resolve {name} to check it against the "
+                                        f"store's host filter: {exc.strerror}") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
+
+
+class _CheckedConnection(urllib3.connection.HTTPConnection):
+    """A connection made only to addresses the store's filter allows: the
+    host is resolved once, and the addresses checked are the ones connected
+    to, so a DNS answer that changes in between cannot slip through."""
+
+    addresses: ClassVar[Callable[[str, int], list[str]]]
+
+    def _new_conn(self) -> socket.socket:
+        name = self._dns_host
+        failure: Exception | None = None
+        for address in type(self).addresses(name, self.port):
+            self._dns_host = address
+            try:
+                return super()._new_conn()
+            except (urllib3.exceptions.NewConnectionError,
+                    urllib3.exceptions.ConnectTimeoutError) as exc:
+                failure = exc       # try the host's next address
+            finally:
+                self._dns_host = name
+        assert failure is not None   # getaddrinfo gives one address at least
+        raise failure
+
+
+def _checked_pools(addresses: Callable[[str, int], list[str]]) -> dict[str, type]:
+    """urllib3 pool classes whose connections go through ``addresses``."""
+    pools = {}
+    for scheme, pool in (("http", urllib3.connectionpool.HTTPConnectionPool),
+                         ("https", urllib3.connectionpool.HTTPSConnectionPool)):
+        bases = (_CheckedConnection, pool.ConnectionCls)
+        connection = type(f"Checked{pool.ConnectionCls.__name__}", bases,
+                          {"addresses": staticmethod(addresses)})
+        pools[scheme] = type(f"Checked{pool.__name__}", (pool,), {"ConnectionCls": connection})
+    return pools
+
+
+# -- the driver ----------------------------------------------------------------
+
+class HttpDriver(Driver[HttpLocation]):
+    """Every well-formed http(s) URL is this store's (:meth:`holds` keeps the
+    base class's answer): it is the home of external URLs. Whether the
+    store may *fetch* it is the filter's business, at request time."""
+
+    schemes = _SCHEMES
+    location_type = HttpLocation
     capabilities = Capabilities(read=True, ranged_read=True, write=False, delete=False)
     options = OPTIONS
 
@@ -138,7 +440,10 @@ class HttpDriver(Driver):
         self.proxies = self._check_proxies(c.http_proxy_information or {})
         self.max_redirects = c.http_max_redirects
         self.read_retries = c.http_read_retries
+        self.retry = RetryPolicy(attempts=c.http_read_retries, first_backoff=FIRST_BACKOFF,
+                                 max_backoff=MAX_BACKOFF)
         self.timeout = (c.http_connect_timeout, c.http_read_timeout)
+        self.filter = _Filter(c, self.store_id)
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
 
@@ -179,7 +484,8 @@ class HttpDriver(Driver):
                 "max_redirects": self.max_redirects,
                 "read_retries": self.read_retries,
                 "connect_timeout": self.timeout[0],
-                "read_timeout": self.timeout[1]}
+                "read_timeout": self.timeout[1],
+                "filters": self.filter.properties()}
 
     def session(self) -> requests.Session:
         """The store's connection pool, created on first use."""
@@ -191,6 +497,11 @@ class HttpDriver(Driver):
                 session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
                 adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=32,
                                                         max_retries=0)
+                if self.filter.hosts:
+                    # Direct connections only: a proxy resolves names itself,
+                    # and the URL was checked before it was sent.
+                    adapter.poolmanager.pool_classes_by_scheme = _checked_pools(
+                        self.filter.addresses)
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
                 session.headers["User-Agent"] = "multistore"
@@ -205,102 +516,77 @@ class HttpDriver(Driver):
         if session is not None:
             session.close()
 
-    # -- locations ---------------------------------------------------------
-
-    def owns(self, location: str) -> bool:
-        """Any http or https URL: this store is the home of external URLs."""
-        try:
-            _split(location)
-        except errors.BadLocation:
-            return False
-        return True
-
-    def image_id(self, location: str) -> str:
-        """The URL's last path segment (``cirros.img`` for ``.../cirros.img?x=1``)."""
-        path = urllib.parse.urlsplit(location).path
-        return urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])
+    def translate_error(self, exc: Exception) -> errors.MultistoreError | None:
+        """requests' exceptions (and what it lets through), in the library's words."""
+        if not isinstance(exc, (requests.RequestException, ValueError, UnicodeError)):
+            return None
+        request = getattr(exc, "request", None)
+        where = redact(request.url) if request is not None else "the server"
+        reason = _reason(exc)
+        if isinstance(exc, requests.exceptions.SSLError):
+            advice = (" (set https_ca_certificates_file to the CA that issued the "
+                      "server's certificate)" if self.verify is True else "")
+            return errors.BackendUnavailable(f"TLS with {where} failed: {reason}{advice}")
+        if isinstance(exc, requests.exceptions.Timeout):
+            return errors.BackendUnavailable(f"{where} did not answer in time ({reason})")
+        if isinstance(exc, requests.exceptions.ConnectionError):
+            return errors.BackendUnavailable(f"cannot reach {where}: {reason}")
+        if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader,
+                            ValueError, UnicodeError)):
+            return errors.BadLocation(f"cannot request {where}: {reason}")
+        return errors.BackendUnavailable(f"request to {where} failed: {reason}")
 
     # -- requests ----------------------------------------------------------
 
-    def _request(self, method: str, location: str, operation: str,
+    def _request(self, method: str, location: HttpLocation,
                  headers: dict[str, str] | None = None,
-                 accept: frozenset[int] = frozenset()) -> _Answer:
-        """Send ``method``, following redirects; a 2xx (or ``accept``) answer.
+                 accept: frozenset[int] = frozenset()) -> tuple[requests.Response, HttpLocation]:
+        """Send ``method``, following redirects; a 2xx (or ``accept``) answer
+        and the location it came from.
 
+        Every URL is checked against the store's filter before it is sent.
         404 and 410 raise NotFound; other statuses raise an error naming
         the status; the body of the answer is not read yet.
         """
-        try:
-            url, auth = _split(location)
-        except errors.BadLocation as exc:
-            exc.store, exc.operation = self.store_id, operation
-            raise
-        visited = [url]
+        why = self.filter.refusal(location)
+        if why:
+            raise errors.BadLocation(f"{location} is refused: {why}")
+        current, visited = location, [location.url]
         while True:
-            response = self._send(method, url, auth, headers, operation)
+            response = self._send(method, current, headers)
             status = response.status_code
             if status not in REDIRECTS:
                 break
             target = response.headers.get("Location")
             _finish(response)
-            url, auth = self._redirect(location, url, auth, target, status, visited,
-                                       operation)
+            current = self._redirect(location, current, target, status, visited)
         if status in (404, 410):
             _finish(response)
-            raise errors.NotFound(f"no image at {redact(location)} (the server answered "
-                                  f"{_status(response)})", store=self.store_id,
-                                  operation=operation)
+            raise errors.NotFound(f"no image at {location} (the server answered "
+                                  f"{_status(response)})")
         if not 200 <= status < 300 and status not in accept:
             _finish(response)
-            where = redact(location) if len(visited) == 1 else \
-                f"{redact(location)} (redirected to {redact(url)})"
+            where = location if current is location else f"{location} (redirected to {current})"
             cls = errors.BackendUnavailable if status >= 500 else errors.BadLocation
-            raise cls(f"the server answered {_status(response)} for {where}",
-                      store=self.store_id, operation=operation)
-        return _Answer(response, url, auth)
+            raise cls(f"the server answered {_status(response)} for {where}")
+        return response, current
 
-    def _send(self, method: str, url: str, auth: tuple[str, str] | None,
-              headers: dict[str, str] | None, operation: str) -> requests.Response:
-        try:
-            return self.session().request(
-                method, url, headers=headers, auth=auth, stream=True,
-                allow_redirects=False, timeout=self.timeout, verify=self.verify,
-                proxies=self.proxies)
-        except requests.exceptions.SSLError as exc:
-            advice = ("set https_ca_certificates_file to the CA that issued the "
-                      "server's certificate" if self.verify is True else "")
-            raise errors.BackendUnavailable(
-                f"TLS with {_origin(url)} failed: {_reason(exc)}"
-                + (f" ({advice})" if advice else ""),
-                store=self.store_id, operation=operation) from exc
-        except requests.exceptions.Timeout as exc:
-            raise errors.BackendUnavailable(
-                f"{_origin(url)} did not answer in time ({_reason(exc)})",
-                store=self.store_id, operation=operation) from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise errors.BackendUnavailable(
-                f"cannot reach {_origin(url)}: {_reason(exc)}",
-                store=self.store_id, operation=operation) from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader,
-                ValueError, UnicodeError) as exc:
-            raise errors.BadLocation(f"cannot request {redact(url)}: {_reason(exc)}",
-                                     store=self.store_id, operation=operation) from exc
-        except requests.exceptions.RequestException as exc:
-            raise errors.BackendUnavailable(
-                f"request to {_origin(url)} failed: {_reason(exc)}",
-                store=self.store_id, operation=operation) from exc
+    def _send(self, method: str, location: HttpLocation,
+              headers: dict[str, str] | None = None) -> requests.Response:
+        return self.session().request(
+            method, location.url, headers=headers, auth=location.auth, stream=True,
+            allow_redirects=False, timeout=self.timeout, verify=self.verify,
+            proxies=self.proxies)
 
-    def _redirect(self, location: str, url: str, auth: tuple[str, str] | None,
-                  target: str | None, status: int, visited: list[str],
-                  operation: str) -> tuple[str, tuple[str, str] | None]:
+    def _redirect(self, location: HttpLocation, current: HttpLocation, target: str | None,
+                  status: int, visited: list[str]) -> HttpLocation:
         def refuse(why: str) -> errors.BadLocation:
-            return errors.BadLocation(f"{redact(location)}: {why}", store=self.store_id,
-                                      operation=operation)
+            return errors.BadLocation(f"{location}: {why}")
 
         if not target:
             raise refuse(f"the server answered {status} without a Location")
         try:
-            resolved = urllib.parse.urljoin(url, target.strip())
+            resolved = urllib.parse.urljoin(current.url, target.strip())
         except ValueError:
             raise refuse(f"the server redirected to an invalid URL "
                          f"{redact(target)!r}") from None
@@ -311,34 +597,35 @@ class HttpDriver(Driver):
             raise refuse(f"more than {self.max_redirects} redirects "
                          f"(http_max_redirects), the last to {redact(resolved)}")
         try:
-            new_url, new_auth = _split(resolved)
-        except errors.BadLocation:
+            new = HttpLocation.parse(resolved)
+        except ValueError:
             raise refuse(f"the server redirected to an invalid URL "
                          f"{redact(resolved)!r}") from None
-        if new_url in visited:
-            raise refuse(f"redirect loop at {redact(new_url)}")
-        visited.append(new_url)
-        if new_auth is None and auth is not None and _keeps_credentials(url, new_url):
-            new_auth = auth
-        LOG.debug("store %s: %s redirected (%d) to %s", self.store_id,
-                  redact(url), status, redact(resolved))
-        return new_url, new_auth
+        if new.url in visited:
+            raise refuse(f"redirect loop at {new}")
+        visited.append(new.url)
+        if new.user is None and current.user is not None and _keeps_credentials(current, new):
+            new = dataclasses.replace(new, user=current.user, password=current.password)
+        why = self.filter.refusal(new)
+        if why:
+            raise refuse(f"the server redirected to {new}, which is refused: {why}")
+        LOG.debug("store %s: %s redirected (%d) to %s", self.store_id, current, status, new)
+        return new
 
     # -- reading -----------------------------------------------------------
 
-    def open_reader(self, location: str, offset: int, length: int | None,
-                    context: Any = None) -> ReadStream:
+    def open_reader(self, location: HttpLocation, offset: int, length: int | None,
+                    context: Context = None) -> ReadStream:
         if length == 0:
             # Nothing to read, but a missing image is still NotFound.
-            self._probe_size(location, "get")
+            self._probe_size(location)
             return ReadStream(iter(()), 0)
         ranged = bool(offset) or length is not None
-        cap = None   # most bytes to deliver, when the server sends more
         end = None if length is None else offset + length   # exclusive
-        headers = {"Range": _range(offset, end)} if ranged else None
-        answer = self._request("GET", location, "get", headers,
-                               accept=frozenset({416}) if ranged else frozenset())
-        response = answer.response
+        response, source = self._request("GET", location,
+                                         {"Range": _range(offset, end)} if ranged else None,
+                                         accept=frozenset({416}) if ranged else frozenset())
+        clip = None   # where to cut an answer that holds more than asked
         try:
             status = response.status_code
             if status == 416:
@@ -352,13 +639,11 @@ class HttpDriver(Driver):
                 if parsed is None:
                     raise errors.BackendUnavailable(
                         "the server answered 206 with an invalid Content-Range "
-                        f"{response.headers.get('Content-Range')!r} for "
-                        f"{redact(location)}", store=self.store_id, operation="get")
+                        f"{response.headers.get('Content-Range')!r} for {location}")
                 start, stop, total = parsed
                 if start != offset:
                     raise errors.BackendUnavailable(
-                        f"asked for bytes from {offset}, the server sent them from "
-                        f"{start}", store=self.store_id, operation="get")
+                        f"asked for bytes from {offset}, the server sent them from {start}")
                 # A server may answer with less than asked (some cap the size
                 # of a range): the rest is asked for as the body ends.
                 if total is None:
@@ -367,217 +652,141 @@ class HttpDriver(Driver):
                     size = (total if end is None else min(end, total)) - start
             elif ranged and offset:
                 raise errors.RangeNotSupported(
-                    f"the server ignored the Range header for {redact(location)} "
-                    "(it answered 200): it cannot serve part of the image",
-                    store=self.store_id, operation="get")
+                    f"the server ignored the Range header for {location} (it "
+                    "answered 200): it cannot serve part of the image")
             elif ranged:
                 # 200 to bytes=0-n: the whole image comes; deliver the part.
-                cap = length
-                size = None if size is None else min(size, cap)   # type: ignore[type-var]
+                clip = end
+                size = None if size is None else min(size, length)   # type: ignore[type-var]
         except BaseException:
             response.close()
             raise
-        body = _Body(self, location, answer, offset, end, size, cap)
-        return ReadStream(body, size, body.close)
+        body = _Body(self, source, response, offset, end, size, clip, str(location))
+        read = ResumingRead(body.open_at, offset, size, self.retry, what=str(location))
+        return ReadStream(read, size, body.close)
 
-    def get_size(self, location: str, context: Any = None) -> int:
-        size = self._probe_size(location, "get_size")
+    def get_size(self, location: HttpLocation, context: Context = None) -> int:
+        size = self._probe_size(location)
         if size is None:
             raise errors.NotSupported(
-                f"the server does not say the size of {redact(location)} (no "
-                "Content-Length, no Range support); the image can still be read",
-                store=self.store_id, operation="get_size")
+                f"the server does not say the size of {location} (no Content-Length, "
+                "no Range support); the image can still be read")
         return size
 
-    def _probe_size(self, location: str, operation: str) -> int | None:
+    def _probe_size(self, location: HttpLocation) -> int | None:
         """The size from HEAD, else from a one-byte GET; None if the server
         does not say it. Errors (NotFound ...) as for a read."""
-        answer = self._request("HEAD", location, operation, accept=_HEAD_REFUSED)
-        _finish(answer.response)
-        size = _length(answer.response) if answer.response.status_code < 300 else None
+        response, _ = self._request("HEAD", location, accept=_HEAD_REFUSED)
+        _finish(response)
+        size = _length(response) if response.status_code < 300 else None
         if size is not None:
             return size
         # No Content-Length: ask for the first byte, the answer says the total.
-        answer = self._request("GET", location, operation, {"Range": "bytes=0-0"},
-                               accept=frozenset({416}))
-        response = answer.response
+        response, _ = self._request("GET", location, {"Range": "bytes=0-0"},
+                                    accept=frozenset({416}))
         _finish(response)
         if response.status_code == 206:
-            size = (_content_range(response) or (0, 0, None))[2]
-        elif response.status_code == 416:
+            return (_content_range(response) or (0, 0, None))[2]
+        if response.status_code == 416:
             match = _UNSATISFIED_RANGE.match(response.headers.get("Content-Range", ""))
-            size = int(match[1]) if match else None
-        else:
-            size = _length(response)
-        return size
-
-
-class _Answer:
-    """A response, the URL it came from (after redirects) and its credentials."""
-
-    __slots__ = ("response", "url", "auth")
-
-    def __init__(self, response: requests.Response, url: str,
-                 auth: tuple[str, str] | None) -> None:
-        self.response = response
-        self.url = url
-        self.auth = auth
+            return int(match[1]) if match else None
+        return _length(response)
 
 
 class _Body:
-    """The bytes of one read; resumes with ``Range`` when the connection drops."""
+    """The bytes of one read, opened at a byte position for
+    :class:`~multistore.retry.ResumingRead`: the first answer, then ``Range``
+    requests from the first byte missing (with ``If-Range``, so a changed
+    image is noticed rather than spliced)."""
 
-    def __init__(self, driver: HttpDriver, location: str, answer: _Answer,
-                 offset: int, end: int | None, size: int | None,
-                 cap: int | None = None) -> None:
+    def __init__(self, driver: HttpDriver, source: HttpLocation, response: requests.Response,
+                 offset: int, end: int | None, size: int | None, clip: int | None,
+                 what: str) -> None:
         self.driver = driver
-        self.location = location
-        self.response: requests.Response | None = answer.response
-        self.url = answer.url
-        self.auth = answer.auth
-        self.offset = offset        # the next byte to deliver
-        self.end = end              # exclusive, None: to the end of the image
-        self.left = size            # bytes still expected, None if unknown
-        self.cap = size if cap is None else cap   # most bytes still to deliver
-        # The answer holds more than the read wants (200 to bytes=0-n): stop
-        # at the cap. Otherwise read to the answer's end, which hands the
-        # connection back to the pool.
-        self.truncating = cap is not None
-        headers = answer.response.headers
+        self.source = source        # where the answer came from, after redirects
+        self.first: requests.Response | None = response
+        self.end = end              # exclusive end of the range asked, None: the image's
+        self.stop = None if size is None else offset + size   # where the read ends
+        self.clip = clip            # cut there: the answer holds more than asked
+        self.what = what
+        headers = response.headers
         etag = headers.get("ETag", "")
         # If-Range needs a strong validator: a changed image then comes back
         # whole (200), never spliced.
         self.validator = etag if etag and not etag.startswith("W/") else \
             headers.get("Last-Modified")
-        self.total = self._total(answer.response)
-        self._chunks = self._read()
-
-    @staticmethod
-    def _total(response: requests.Response) -> int | None:
-        if response.status_code == 206:
-            return (_content_range(response) or (0, 0, None))[2]
-        return _length(response)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._chunks
-
-    def __next__(self) -> bytes:
-        return next(self._chunks)
+        self.total = ((_content_range(response) or (0, 0, None))[2]
+                      if response.status_code == 206 else _length(response))
 
     def close(self) -> None:
-        self._chunks.close()
-        self._drop_response()
+        first, self.first = self.first, None
+        if first is not None:
+            first.close()
 
-    def _drop_response(self) -> None:
-        response, self.response = self.response, None
-        if response is not None:
-            response.close()
+    def open_at(self, position: int) -> Iterator[bytes]:
+        response, self.first = self.first, None
+        return self._chunks(response or self._resume(position), position)
 
-    def _read(self) -> Generator[bytes, None, None]:
-        failures = 0
+    def _chunks(self, response: requests.Response, position: int) -> Iterator[bytes]:
         try:
             while True:
+                answered = 0
                 try:
-                    if self.response is None:
-                        self.response = self._resume()
-                    answered = 0
-                    for chunk in self.response.raw.stream(READ_CHUNK_SIZE,
-                                                          decode_content=False):
-                        if self.cap is not None and len(chunk) > self.cap:
-                            chunk = chunk[:self.cap]   # 200 to a bytes=0-n request
-                        if not chunk:
-                            continue
-                        failures = 0
-                        answered += len(chunk)
-                        self.offset += len(chunk)
-                        if self.left is not None:
-                            self.left -= len(chunk)
-                        if self.cap is not None:
-                            self.cap -= len(chunk)
-                        yield chunk
-                        if self.cap == 0 and self.truncating:
+                    for chunk in response.raw.stream(READ_CHUNK_SIZE, decode_content=False):
+                        if self.clip is not None and position + len(chunk) >= self.clip:
+                            yield chunk[:self.clip - position]
                             return
-                    if self.left and answered and self.response.status_code == 206:
-                        # A whole answer, shorter than asked: ask for the rest.
-                        self._drop_response()
-                        continue
-                    if self.left:
-                        raise _Dropped(f"the body ended {self.left} bytes early")
+                        answered += len(chunk)
+                        position += len(chunk)
+                        yield chunk
+                except _DROPPED as exc:
+                    raise ReadInterrupted(_reason(exc)) from exc
+                if not (answered and response.status_code == 206 and self.stop is not None
+                        and position < self.stop):
                     return
-                except (_Dropped, *_DROPPED) as exc:
-                    self._drop_response()
-                    failures += 1
-                    if failures > self.driver.read_retries:
-                        raise errors.BackendUnavailable(
-                            f"reading {redact(self.location)} failed at byte "
-                            f"{self.offset}: {_reason(exc)} (gave up after "
-                            f"{failures - 1} attempts to resume, http_read_retries)",
-                            store=self.driver.store_id, operation="get") from exc
-                    LOG.warning("store %s: reading %s broke at byte %d (%s); "
-                                "resuming, attempt %d of %d", self.driver.store_id,
-                                redact(self.location), self.offset, _reason(exc),
-                                failures, self.driver.read_retries)
-                    time.sleep(min(MAX_BACKOFF, FIRST_BACKOFF * 2 ** (failures - 1)))
+                # A whole answer, shorter than asked: ask for the rest.
+                response.close()
+                response = self._resume(position)
         finally:
-            self._drop_response()
+            response.close()
 
-    def _resume(self) -> requests.Response:
-        """The rest of the image, from ``self.offset``.
+    def _resume(self, position: int) -> requests.Response:
+        """The rest of the image, from ``position``.
 
-        Raises _Dropped for what another attempt may cure (no connection, a
-        5xx answer), BackendUnavailable for what it cannot.
+        Raises ReadInterrupted for what another attempt may cure (no
+        connection, a 5xx answer), BackendUnavailable for what it cannot.
         """
-        driver = self.driver
-        headers = {"Range": _range(self.offset, self.end)}
+        headers = {"Range": _range(position, self.end)}
         if self.validator:
             headers["If-Range"] = self.validator
         try:
-            response = driver._send("GET", self.url, self.auth, headers, "get")
-        except errors.BackendUnavailable as exc:
-            raise _Dropped(exc.message) from exc
+            response = self.driver._send("GET", self.source, headers)
+        except requests.RequestException as exc:
+            translated = self.driver.translate_error(exc)
+            raise ReadInterrupted(translated.message if translated else _reason(exc)) from exc
         status = response.status_code
         if status == 206:
             parsed = _content_range(response)
-            if parsed and parsed[0] == self.offset and (
+            if parsed and parsed[0] == position and (
                     self.total is None or parsed[2] in (None, self.total)):
                 return response
-            why = (f"it sent Content-Range "
-                   f"{response.headers.get('Content-Range')!r} for bytes from "
-                   f"{self.offset} of {'?' if self.total is None else self.total}")
+            why = (f"it sent Content-Range {response.headers.get('Content-Range')!r} for "
+                   f"bytes from {position} of {'?' if self.total is None else self.total}")
         elif status == 200:
             why = "it answered 200: it cannot serve ranges or the image changed"
         elif status in (404, 410):
             why = f"the image is gone ({_status(response)})"
         elif status >= 500:
             _finish(response)
-            raise _Dropped(f"the server answered {_status(response)}")
+            raise ReadInterrupted(f"the server answered {_status(response)}")
         else:
             why = f"it answered {_status(response)}"
         _finish(response)
-        raise errors.BackendUnavailable(
-            f"reading {redact(self.location)} broke at byte {self.offset} and the "
-            f"server cannot resume it: {why}", store=driver.store_id, operation="get")
+        raise errors.BackendUnavailable(f"reading {self.what} broke at byte {position} and "
+                                        f"the server cannot resume it: {why}")
 
 
 # -- helpers ---------------------------------------------------------------
-
-def _split(location: str) -> tuple[str, tuple[str, str] | None]:
-    """The URL to request (no user information, no fragment) and the credentials."""
-    if not isinstance(location, str) or any(c in location for c in "\0\r\n\t "):
-        raise errors.BadLocation(f"not an http location: {redact(str(location))!r}")
-    if not _is_url(location) or scheme_of(location) not in ("http", "https"):
-        raise errors.BadLocation(f"not an http location: {redact(location)!r}")
-    parts = urllib.parse.urlsplit(location)
-    auth = None
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, netloc = netloc.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        auth = (urllib.parse.unquote(user), urllib.parse.unquote(password))
-    url = urllib.parse.urlunsplit((parts.scheme.lower(), netloc, parts.path or "/",
-                                   parts.query, ""))
-    return url, auth
-
 
 def _is_url(value: str) -> bool:
     """Whether ``value`` parses as a URL with a host (and a valid port)."""
@@ -586,27 +795,6 @@ def _is_url(value: str) -> bool:
         return bool(parts.hostname) and (parts.port is None or parts.port >= 0)
     except ValueError:
         return False
-
-
-def _origin_key(url: str) -> tuple[str, str, int]:
-    parts = urllib.parse.urlsplit(url)
-    scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
-
-
-def _keeps_credentials(old: str, new: str) -> bool:
-    """Credentials go on to the same origin, or from http to https on one host."""
-    a, b = _origin_key(old), _origin_key(new)
-    if a == b:
-        return True
-    return (a[1] == b[1] and a[0] == "http" and b[0] == "https"
-            and a[2] == 80 and b[2] == 443)
-
-
-def _origin(url: str) -> str:
-    """``scheme://host:port``, for messages."""
-    scheme, host, port = _origin_key(url)
-    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def _range(offset: int, end: int | None) -> str:
@@ -687,4 +875,4 @@ def _reason(exc: BaseException) -> str:
     return text or type(current).__name__
 
 
-__all__ = ["HttpDriver", "OPTIONS"]
+__all__ = ["HttpDriver", "HttpLocation", "OPTIONS"]

@@ -19,7 +19,7 @@ from oslo_config import cfg
 from multistore import errors
 from multistore.context import Context
 from multistore.driver import Capabilities, Driver, Leftover, ReadStream, Stored, Writer
-from multistore.location import Location, quote, split_url, unquote
+from multistore.location import Location, image_id_problem, quote, split_url, unquote
 
 OPTIONS = [
     cfg.IntOpt("memory_store_capacity", default=0, min=0,
@@ -46,7 +46,11 @@ class MemoryLocation(Location):
         if not slash or not store or not image or "/" in image or parts.query \
                 or parts.fragment or url.endswith(("?", "#")):
             raise ValueError("expected memory://<store id>/<image id>")
-        return cls(unquote(store), unquote(image))
+        image_id = unquote(image)
+        why = image_id_problem(image_id)
+        if why:
+            raise ValueError(f"not an image id: {why}")
+        return cls(unquote(store), image_id)
 
     def format(self) -> str:
         return f"{self.scheme}://{quote(self.store)}/{quote(self.image_id)}"

@@ -89,4 +89,17 @@ def local_layout(root: str | os.PathLike[str], file_stores: Sequence[str] = ("lo
     return sections
 
 
-__all__ = ["make_conf", "render_ini", "local_layout", "random_bytes", "Generated"]
+def image_files(directory: str | os.PathLike[str]) -> list[str]:
+    """The image files in a file store's directory, sorted, after checking that
+    no partial file is left (in its ``.multistore\\partial`` subdirectory)."""
+    from multistore.drivers.file import PARTIAL_DIR
+
+    directory = os.fspath(directory)
+    partial = os.path.join(directory, PARTIAL_DIR)
+    left = sorted(os.listdir(partial)) if os.path.isdir(partial) else []
+    assert not left, f"partial files left in {partial}: {left}"
+    return sorted(n for n in os.listdir(directory) if n != PARTIAL_DIR)
+
+
+__all__ = ["make_conf", "render_ini", "local_layout", "random_bytes", "Generated",
+           "image_files"]

@@ -7,6 +7,11 @@ installed::
         result = multistore_stores.add("img", b"data", 4)
         assert result.metadata == {"store": "local"}
 
+``multistore_secrets`` is the secrets guard (:mod:`multistore.testing.secrets`):
+every log record of the test is captured at DEBUG, and the test fails if a
+secret of any configuration loaded meanwhile (or one the test registers)
+shows in one. Make it autouse in a ``conftest.py`` to guard every test.
+
 ``multistore_stores`` has file stores ``local`` (the default) and
 ``backup`` in a temporary directory, a memory store ``memory``, and the
 reserved ``os_glance_staging_store``. Override ``multistore_sections`` in
@@ -22,7 +27,9 @@ import pytest
 from oslo_config import cfg
 
 import multistore
+from multistore import config
 from multistore.testing import local_layout, make_conf
+from multistore.testing.secrets import SecretsGuard
 
 RESERVED = {"os_glance_staging_store": "file"}
 
@@ -42,6 +49,18 @@ def multistore_conf(multistore_sections: dict[str, dict[str, Any]],
 
 @pytest.fixture
 def multistore_stores(multistore_conf: cfg.ConfigOpts) -> Iterator[multistore.StoreSet]:
-    """A loaded StoreSet, closed after the test."""
-    with multistore.load(multistore_conf, reserved=RESERVED) as stores:
+    """A loaded StoreSet, closed after the test. The reserved staging store
+    is loaded when the sections have a group for it (the default layout
+    does): a layout without one never touches ``/var/lib/glance``."""
+    with multistore.load(multistore_conf,
+                         reserved=config.declared(multistore_conf, RESERVED)) as stores:
         yield stores
+
+
+@pytest.fixture
+def multistore_secrets() -> Iterator[SecretsGuard]:
+    """The secrets guard, capturing logs for the whole test; fails the test
+    (at teardown) if a secret showed in a log record."""
+    with SecretsGuard() as guard:
+        yield guard
+    guard.verify()

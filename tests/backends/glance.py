@@ -484,9 +484,11 @@ class GlanceServer:
         return ""
 
     def files(self, store_id: str) -> list[str]:
-        """Names of the files in a file store's data directory."""
+        """Names of the files in a file store's data directory (not multistore's
+        partial-file directory, which must be empty)."""
+        from multistore.testing import image_files
         d = self.store_dir(store_id)
-        return sorted(p.name for p in d.iterdir()) if d.exists() else []
+        return image_files(d) if d.exists() else []
 
     def client(self, **kwargs: Any) -> GlanceClient:
         return GlanceClient(self.url, **kwargs)

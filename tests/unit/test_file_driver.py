@@ -9,7 +9,8 @@ import pytest
 
 import multistore
 from multistore import errors
-from multistore.testing import local_layout, make_conf, random_bytes
+from multistore.drivers.file import PARTIAL_DIR
+from multistore.testing import image_files, local_layout, make_conf, random_bytes
 
 
 def load(tmp_path, **options):
@@ -118,9 +119,9 @@ def test_full_disk_is_storage_full_and_leaves_nothing(tmp_path):
         with pytest.raises(errors.StorageFull) as info:
             stores.add("big", data, len(data))
         assert info.value.store == "disk" and info.value.operation == "add"
-        assert os.listdir(mount) == []
+        assert image_files(mount) == []
         stores.add("small", b"fits", 4)
-        assert os.listdir(mount) == ["small"]
+        assert image_files(mount) == ["small"]
     finally:
         subprocess.run(["umount", str(mount)], check=True)
 
@@ -141,7 +142,7 @@ def test_image_appearing_during_the_write_is_not_overwritten(tmp_path):
     with pytest.raises(errors.Duplicate, match="appeared"):
         stores.add("img", data(), None)
     assert (images / "img").read_bytes() == b"written by someone else"
-    assert os.listdir(images) == ["img"]
+    assert image_files(images) == ["img"]
 
 
 def resident_bytes(path):
@@ -173,7 +174,7 @@ def test_sweep_removes_only_abandoned_partial_files(tmp_path):
 
     conf = make_conf(local_layout(tmp_path), tmp_path)
     with multistore.load(conf) as stores:
-        datadir = tmp_path / "local"
+        datadir = tmp_path / "local" / PARTIAL_DIR
         live = stores["local"].driver.open_writer("live", None)
         live.write(memoryview(b"x" * 10))
         # A writer in another process, killed with SIGKILL mid-add.
@@ -194,6 +195,6 @@ def test_sweep_removes_only_abandoned_partial_files(tmp_path):
         swept = stores.sweep(grace=3600)
         assert [(s.store, s.size, s.removed) for s in swept] == [("local", 1000, True)]
         left = sorted(p.name for p in datadir.iterdir() if p.name.endswith(".part"))
-        assert left == [n for n in parts if n.startswith(".live.")]
+        assert left == [live.temp]
         assert stores.sweep(grace=0) == []          # the live writer's file is held
         live.abort()

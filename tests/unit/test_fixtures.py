@@ -21,3 +21,6 @@ class TestOverriddenLayout:
 
     def test_layout_is_overridable(self, multistore_stores):
         assert multistore_stores.ids() == ["only"]
+        # No [os_glance_staging_store] group: the staging store is not loaded
+        # (it would default to /var/lib/glance/os_glance_staging_store).
+        assert multistore_stores.ids(hidden=True) == ["only"]

@@ -1,7 +1,6 @@
 """Moving images out of a store: copy, verify by reading back, journal, delete."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import pytest
 import multistore
 from multistore import errors
 from multistore.drivers.memory import MemoryBackend, MemoryDriver
-from multistore.testing import local_layout, make_conf, random_bytes
+from multistore.testing import image_files, local_layout, make_conf, random_bytes
 
 IMAGES = {f"img-{i}": random_bytes(300_000 + i, seed=i) for i in range(4)}
 
@@ -141,7 +140,7 @@ def test_dry_run_writes_nothing(stores):
     records = seed(stores)
     results = list(stores.move(records, ["new"], dry_run=True, delete_source=True))
     assert all(r.dry_run and r.copied == ["new"] and not r.targets for r in results)
-    assert os.listdir(stores["new"].driver.datadirs[0][0]) == []
+    assert image_files(stores["new"].driver.datadirs[0][0]) == []
     assert list(stores.move(records, ["new"]))[0].copied == ["new"]
 
 

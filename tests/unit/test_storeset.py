@@ -9,7 +9,7 @@ import pytest
 import multistore
 from multistore import errors
 from multistore.location import Location, split_url
-from multistore.testing import local_layout, make_conf, random_bytes
+from multistore.testing import image_files, local_layout, make_conf, random_bytes
 
 RESERVED = {"os_glance_staging_store": "file"}
 DATA = random_bytes(9 * 1024 * 1024 + 3, seed=5)
@@ -55,7 +55,7 @@ def test_copy_failing_on_one_target_leaves_no_copy_anywhere(stores, tmp_path):
         stores.copy(src.location, to=["backup", "tiny", "archive"])
     assert info.value.store == "tiny"
     for store_id in ("backup", "archive"):
-        assert list((tmp_path / store_id).iterdir()) == []
+        assert image_files(tmp_path / store_id) == []
     assert stores["tiny"].driver.properties()["used"] == 0
     # The source is untouched and the copy can be retried.
     assert stores.copy(src.location, to=["backup"])[0].size == len(DATA)
@@ -65,7 +65,7 @@ def test_copy_with_the_wrong_expected_checksum_keeps_nothing(stores, tmp_path):
     src = stores.add("img", DATA, len(DATA))
     with pytest.raises(errors.ChecksumMismatch):
         stores.copy(src.location, to=["backup"], checksum="0" * 32)
-    assert list((tmp_path / "backup").iterdir()) == []
+    assert image_files(tmp_path / "backup") == []
 
 
 def test_copy_onto_an_existing_image_is_a_duplicate(stores):
@@ -116,15 +116,20 @@ def test_results_as_glance_tuple(stores):
                                    hashlib.sha512(b"abc").hexdigest(), {"store": "local"})
 
 
-def test_add_logs_without_secrets(stores, caplog):
+def test_add_logs_without_secrets(stores, caplog, multistore_secrets):
     caplog.set_level(logging.DEBUG, logger="multistore")
     r = stores.add("img", b"abc", 3)
     stores.delete(r.location)
     assert "img" in caplog.text
+    multistore_secrets.register("hunter2")
     secret_url = "http://user:hunter2@example/x"
-    with pytest.raises(errors.BadLocation) as info:
-        stores.get(secret_url)
-    assert "hunter2" not in str(info.value) and "hunter2" not in caplog.text
+    for call in (lambda: stores.get(secret_url), lambda: stores.delete(secret_url),
+                 lambda: stores.copy(secret_url, to="all"),
+                 lambda: stores.get(secret_url, store="local")):
+        with pytest.raises(errors.BadLocation) as info:
+            call()
+        multistore_secrets.check(info.value)     # text, repr, causes
+    assert "hunter2" not in caplog.text
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,8 +3,10 @@ connections on purpose.
 
 Ports (this driver's range is 18080-18099): nginx HTTP 18080, HTTPS 18081,
 forward proxy 18082; the breaking proxy 18083; a Python server answering
-ranges in pieces 18084; a server that never answers 18098; nothing listens
-on 18099.
+ranges in pieces 18084; a Python server answering every request with a
+redirect 18085; a port that records connections (and answers nothing)
+18086; a server that never answers 18098; nothing listens on 18099. The
+benchmark's nginx uses 18090-18092.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import multistore
 from multistore.testing import make_conf
 
 HTTP_PORT, HTTPS_PORT, PROXY_PORT, BREAKING_PORT = 18080, 18081, 18082, 18083
-CAPPED_PORT = 18084
+CAPPED_PORT, REDIRECT_PORT, LISTEN_PORT = 18084, 18085, 18086
 SILENT_PORT, DEAD_PORT = 18098, 18099
 
 
@@ -96,9 +98,46 @@ def make_http_stores(nginx: Any, tmp_path: Path) -> Callable[..., multistore.Sto
     return make
 
 
+class Listener:
+    """A listening TCP port, served by a thread: :meth:`handle` gets every
+    connection accepted. As it is, it records them (and closes each at
+    once), for tests that assert that nothing connected."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.accepted: list[Any] = []
+        self._stop = threading.Event()
+        self._listener = socket.socket()
+        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._listener.bind((host, port))
+        self._listener.listen(64)
+        self._listener.settimeout(0.1)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, peer = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted.append(peer)
+            self.handle(client)
+
+    def handle(self, client: socket.socket) -> None:
+        client.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._listener.close()
+
+
 # -- a proxy that breaks connections ---------------------------------------
 
-class BreakingProxy:
+class BreakingProxy(Listener):
     """A TCP proxy to nginx's HTTP port that breaks chosen connections.
 
     ``plan[i]`` says what happens to the i-th connection accepted (later
@@ -125,16 +164,9 @@ class BreakingProxy:
         self.on_break = on_break
         self.connections = 0
         self.broken: list[int] = []
-        self._stop = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._listener = socket.socket()
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", port))
-        self._listener.listen(64)
-        self._listener.settimeout(0.1)
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__("127.0.0.1", port)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
@@ -144,20 +176,13 @@ class BreakingProxy:
             self._sockets.append(sock)
         return sock
 
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            client.settimeout(None)
-            index = self.connections
-            self.connections += 1
-            action = self.plan[index] if index < len(self.plan) else None
-            threading.Thread(target=self._serve, args=(index, self._track(client), action),
-                             daemon=True).start()
+    def handle(self, client: socket.socket) -> None:
+        client.settimeout(None)
+        index = self.connections
+        self.connections += 1
+        action = self.plan[index] if index < len(self.plan) else None
+        threading.Thread(target=self._serve, args=(index, self._track(client), action),
+                         daemon=True).start()
 
     def _serve(self, index: int, client: socket.socket,
                action: tuple[str, int] | None) -> None:
@@ -214,9 +239,7 @@ class BreakingProxy:
             pass
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._listener.close()
+        super().stop()
         with self._lock:
             for sock in self._sockets:
                 _shutdown(sock, socket.SHUT_RDWR)   # wakes a thread blocked in recv
@@ -313,3 +336,58 @@ def capped_server() -> Iterator[Any]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# -- a server that redirects, and a port that records connections ----------------
+
+class Redirecting(http.server.BaseHTTPRequestHandler):
+    """Answers every request with ``302 Location: <self.server.target><path>``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        server: Any = self.server
+        server.requests.append(self.requestline)
+        self.send_response(302)
+        self.send_header("Location", server.target + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def redirector() -> Iterator[Callable[..., Any]]:
+    """``start(target, host="127.0.0.1")``: an HTTP server on ``host``:REDIRECT_PORT
+    redirecting every path to ``target`` + path; ``server.url(path)``,
+    ``server.requests``."""
+    started: list[Any] = []
+
+    def start(target: str, host: str = "127.0.0.1") -> Any:
+        server: Any = http.server.ThreadingHTTPServer((host, REDIRECT_PORT), Redirecting)
+        server.daemon_threads = True
+        server.target, server.requests = target.rstrip("/"), []
+        server.url = lambda path: f"http://{host}:{REDIRECT_PORT}/{path.lstrip('/')}"
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append(server)
+        return server
+    yield start
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Callable[..., Listener]]:
+    """``start(host="127.0.0.2")``: a Listener on ``host``:LISTEN_PORT."""
+    started: list[Listener] = []
+
+    def start(host: str = "127.0.0.2") -> Listener:
+        started.append(Listener(host, LISTEN_PORT))
+        return started[-1]
+    yield start
+    for one in started:
+        one.stop()

@@ -10,6 +10,7 @@ import os
 import re
 import time
 import tracemalloc
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 import multistore
 from multistore import errors
-from multistore.drivers.http import HttpDriver, _keeps_credentials, _split
+from multistore.drivers.http import HttpDriver, HttpLocation, _keeps_credentials
 from multistore.testing import Generated, make_conf, random_bytes
 
 MiB = 1024 * 1024
@@ -87,6 +88,27 @@ def test_every_http_url_belongs_to_the_store(stores: Any) -> None:
             stores.store_for(url)
     driver = stores["web"].driver
     assert driver.image_id("https://h/images/cirros%200.6.img?sig=1") == "cirros 0.6.img"
+
+
+def test_locations_round_trip_and_malformed_ones_are_refused(stores: Any) -> None:
+    web = stores["web"]
+    for url in ("http://h", "https://H.example:8443/a/b/?x=1&y=%2F", "http://[::1]:8080/i",
+                "http://u@h/x", "http://u:@h/x", "http://:p@h/x", "http://u%3Ax:p%40ss%23%3F@h/",
+                "http://h/dir/", "http://h/a%20b;c=d/%C3%BC?sig=a%2Bb", "http://h/x?",
+                "HTTP://h:80/x#fragment", "http://h/v1/@latest/img?mail=a@b"):
+        location = web.locate(url)
+        assert type(location).parse(location.format()) == location, url
+        assert web.locate(location.format()) == location
+        again = location.with_image_id("%41 a?b#c")
+        assert again.image_id == "%41 a?b#c" and web.locate(again.format()) == again
+    assert web.locate("http://h/dir/").image_id == "dir"
+    assert web.locate("http://u:p@h/x") != web.locate("http://u:q@h/x")
+    assert "p%40ss" not in repr(web.locate("http://u:p%40ss@h/x"))
+    for url in ("http://h/a b", "http://h/a%zz", "http://h/%FF", "http://h:0/x",
+                "http://u:12#34@h/x", "http://u:12?34@h/x", "http://h/x#a@b",
+                "http://a\\b/x", "http://h%41/x", "http://[evil]/x", "http://h/\x7f"):
+        with pytest.raises(errors.BadLocation):
+            web.locate(url)
 
 
 def test_add_and_delete_are_refused(stores: Any, nginx: Any, image_id: str) -> None:
@@ -469,6 +491,44 @@ def test_no_range_support_cannot_resume(make_http_stores: Any, breaking_proxy: A
         read(stores, proxy.url(f"nolength/{image_id}"))
 
 
+# -- odd object names ----------------------------------------------------------
+
+#: Names that are easy to get wrong in URLs (the conformance suite's odd ids,
+#: for a store that cannot add): each location names exactly one object.
+ODD_NAMES = ("%41", "A", "a b", "a?b", "a#b", "%25", "a%2Fb", "a+b", "\u00fc")
+
+
+@pytest.mark.parametrize("path, https, auth", [("images", False, False),
+                                               ("private", True, True)])
+def test_odd_object_names_read_back_exactly_their_object(
+        make_http_stores: Any, nginx: Any, path: str, https: bool, auth: bool) -> None:
+    prefix = new_id()
+    served = {f"{prefix}-{name}": f"object {index} {name!r}".encode() * (index + 1)
+              for index, name in enumerate(ODD_NAMES)}
+    for name, data in served.items():
+        nginx.put(name, data)
+    with make_http_stores(with_file=True,
+                          https_ca_certificates_file=str(nginx.ca_file)) as stores:
+        web = stores["web"]
+        base = web.locate(nginx.url(f"{path}/{prefix}", https=https, auth=auth))
+        urls = {}
+        for name, data in served.items():
+            location = base.with_image_id(name)
+            url = location.format()
+            assert location.image_id == name
+            assert web.locate(url) == location and web.driver.image_id(url) == name
+            assert read(stores, url) == data, name
+            assert stores.get_size(url) == len(data)
+            assert read(stores, url, offset=3, length=4) == data[3:7]
+            urls[name] = url
+        assert len(set(urls.values())) == len(served)
+        # A copy names the image after the object, and reads the right one.
+        for name in (f"{prefix}-%41", f"{prefix}-a?b", f"{prefix}-a#b"):
+            [copied] = stores.copy(urls[name], to=["local"])
+            assert stores["local"].locate(copied.location).image_id == name
+            assert read(stores, copied.location) == served[name]
+
+
 # -- credentials ---------------------------------------------------------------
 
 def test_basic_auth_from_the_url(stores: Any, nginx: Any, image_id: str,
@@ -512,6 +572,76 @@ def test_credentials_never_in_logs_or_errors(make_http_stores: Any, nginx: Any,
     assert any("401" in m for m in messages)
 
 
+def errors_seen(call: Any) -> list[str]:
+    """The text and repr of the error ``call()`` raises, and of every cause."""
+    with pytest.raises(errors.MultistoreError) as info:
+        call()
+    seen: list[str] = []
+    error: BaseException | None = info.value
+    while error is not None and len(seen) < 40:
+        seen += [str(error), repr(error)]
+        error = error.__cause__ or error.__context__
+    return seen
+
+
+@pytest.mark.parametrize("password", ["Pfx1#Sfx2?Tail3", "4242?Mid5#End6", "#Lead7?"])
+def test_passwords_with_hash_or_question_mark_never_show(make_http_stores: Any, nginx: Any,
+                                                         image_id: str, caplog: Any,
+                                                         password: str) -> None:
+    """Written raw (malformed: BadLocation) or escaped (a wrong password: 401;
+    too many redirects; a dead server), the password is in no message, no
+    cause, no DEBUG log line and no repr."""
+    caplog.set_level(logging.DEBUG)
+    escaped = urllib.parse.quote(password, safe="")
+    user = nginx.user
+    locations = [nginx.url(f"private/{image_id}", auth=f"{user}:{password}"),
+                 nginx.url(f"private/{image_id}", auth=f"{user}:{escaped}"),
+                 nginx.url(f"hop/extra/{image_id}", auth=f"{user}:{escaped}"),
+                 f"http://{user}:{escaped}@127.0.0.1:18099/images/{image_id}"]
+    seen: list[str] = []
+    with make_http_stores(with_file=True, http_max_redirects=3) as stores:
+        for url in locations:
+            for call in (lambda url=url: read(stores, url),
+                         lambda url=url: stores.get_size(url),
+                         lambda url=url: stores.copy(url, to=["local"])):
+                seen += errors_seen(call)
+            try:
+                parsed = stores["web"].locate(url)
+            except errors.BadLocation as exc:
+                seen += [str(exc), repr(exc)]
+                assert url is locations[0]
+            else:
+                assert parsed.password == password
+                seen += [repr(parsed), str(parsed), repr(stores)]
+        seen += [repr(stores.store_for(locations[1])), repr(stores["web"].driver)]
+        seen += [str(stores.info(detail=True))]
+    pieces = [p for p in re.split(r"[#?]", password) if p]
+    assert len(seen) > 40
+    for text in [*seen, caplog.text, *(r.getMessage() for r in caplog.records)]:
+        for secret in (password, escaped, *pieces):
+            assert secret not in text, text
+
+
+def test_the_real_password_never_shows(make_http_stores: Any, nginx: Any, image_id: str,
+                                       image: bytes, caplog: Any) -> None:
+    """nginx's password holds '#', '@', '/' and '%': a read, a size, a copy
+    and a ranged read through a redirect log nothing of it at DEBUG."""
+    caplog.set_level(logging.DEBUG)
+    url = nginx.url(f"to-private/{image_id}", auth=True)
+    with make_http_stores(with_file=True) as stores:
+        assert read(stores, url) == image
+        assert stores.get_size(url) == len(image)
+        assert read(stores, url, offset=1, length=2) == image[1:3]
+        [copied] = stores.copy(url, to=["local"])
+        parsed = stores["web"].locate(url)
+        texts = [repr(parsed), str(parsed), repr(copied),
+                 caplog.text, *(r.getMessage() for r in caplog.records)]
+    assert "redirected" in caplog.text   # DEBUG was on
+    for text in texts:
+        for secret in (nginx.password, urllib.parse.quote(nginx.password, safe="")):
+            assert secret not in text, text
+
+
 def test_credentials_stay_on_their_origin(stores: Any, nginx: Any, image_id: str,
                                           image: bytes) -> None:
     # Same origin: kept. Another host name: dropped, so the server asks (401).
@@ -522,15 +652,17 @@ def test_credentials_stay_on_their_origin(stores: Any, nginx: Any, image_id: str
 
 
 def test_origin_rules() -> None:
-    assert _keeps_credentials("http://a/x", "http://a:80/y")
-    assert _keeps_credentials("http://a/x", "https://a/y")
-    assert not _keeps_credentials("https://a/x", "http://a/y")
-    assert not _keeps_credentials("http://a/x", "http://a:8080/y")
-    assert not _keeps_credentials("http://a/x", "http://b/x")
-    url, auth = _split("https://us%40er:p%3Aw%2F@Host:8443/p/a%20b?q=1#frag")
-    assert url == "https://Host:8443/p/a%20b?q=1"
-    assert auth == ("us@er", "p:w/")
-    assert _split("http://h") == ("http://h/", None)
+    loc = HttpLocation.parse
+    assert _keeps_credentials(loc("http://a/x"), loc("http://a:80/y"))
+    assert _keeps_credentials(loc("http://a/x"), loc("https://a/y"))
+    assert not _keeps_credentials(loc("https://a/x"), loc("http://a/y"))
+    assert not _keeps_credentials(loc("http://a/x"), loc("http://a:8080/y"))
+    assert not _keeps_credentials(loc("http://a/x"), loc("http://b/x"))
+    parsed = loc("https://us%40er:p%3Aw%2F@Host:8443/p/a%20b?q=1#frag")
+    # Host names are case-insensitive: the request goes to the lowercase form.
+    assert parsed.url == "https://host:8443/p/a%20b?q=1"
+    assert parsed.auth == ("us@er", "p:w/")
+    assert (loc("http://h").url, loc("http://h").auth) == ("http://h/", None)
 
 
 # -- copies: importing from the web -------------------------------------------
@@ -566,7 +698,9 @@ def test_copy_of_a_missing_image_leaves_nothing(make_http_stores: Any, nginx: An
                                                 tmp_path: Any) -> None:
     with make_http_stores(with_file=True) as stores, pytest.raises(errors.NotFound):
         stores.copy(nginx.url(f"images/{new_id()}"), to=["local"])
-    assert not [p for p in (tmp_path / "local").iterdir()]
+    # No file at all: neither an image nor a partial one (directories the
+    # file store keeps for itself do not count).
+    assert not [p for p in (tmp_path / "local").rglob("*") if not p.is_dir()]
 
 
 def test_driver_repr_and_options(make_http_stores: Any) -> None:

@@ -261,8 +261,10 @@ class Driver(abc.ABC, Generic[L]):
         contact the server."""
         return True
 
-    def image_id(self, url: str) -> str:
-        """The image id a location was written for (used by copy)."""
+    def image_id(self, url: str, context: Context = None) -> str:
+        """The image id a location was written for (copy and move name the
+        copies after it). Most URLs carry it; a driver whose URLs do not
+        (cinder's name a volume) looks it up in the backend."""
         return self.parse_location(url).image_id
 
     def location_for(self, image_id: str, context: Context = None) -> L:

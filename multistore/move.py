@@ -171,8 +171,7 @@ class Mover:
         """Move one image; errors are reported in the result, never raised."""
         try:
             source = self.stores.store_for(record.url, record.store)
-            image_id = record.image_id or source.copy_image_id(source.locate(record.url),
-                                                                record.url)
+            image_id = record.image_id or source.copy_image_id(record.url, self.context)
         except errors.MultistoreError as exc:
             return MoveResult(record.image_id or "?", redact(record.url), record.store or "?",
                               error=str(exc))

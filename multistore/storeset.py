@@ -287,7 +287,7 @@ class StoreSet:
                                            store=target.id, operation="copy")
         if not targets:
             return []
-        image_id = image_id or source.copy_image_id(parsed, location)
+        image_id = image_id or source.copy_image_id(location, context)
         offloaded = self._offload(source, parsed, image_id, targets, context) \
             if offload else []
         streamed = [t for t in targets if all(t is not o for o, _ in offloaded)]

@@ -18,7 +18,8 @@ each a private instance (own directory, own ports, own PID):
 Default ports, ``base_port`` + offset (17200-17299 belong to the cinder
 tests): 0 cinder-api, 1 a second cinder-api speaking HTTPS only
 (:meth:`~CinderDeployment.start_tls_api`), 2 PostgreSQL, 3 AMQP, 4 epmd,
-5 Erlang distribution, 10/11 the Ceph mon (v2/v1), 50-99 the OSD.
+5 Erlang distribution, 6 a third cinder-api behind Keystone
+(:meth:`~CinderDeployment.start_keystone_api`), 10/11 the Ceph mon (v2/v1), 50-99 the OSD.
 
 Auth (noauth): a request carries ``X-Auth-Token: <user>:<project>`` and is an
 admin of that project; the project in the URL must be the token's (else
@@ -92,6 +93,7 @@ USER = "glance"
 RBD_USER = "cinder"
 
 OFFSETS = {"api": 0, "api-tls": 1, "postgres": 2, "amqp": 3, "epmd": 4, "erl-dist": 5,
+           "api-keystone": 6,
            "mon-v2": 10, "mon-v1": 11, "osd-min": 50, "osd-max": 99}
 
 #: Every process started here carries this variable (value: the deployment's
@@ -149,6 +151,22 @@ osapi_volume_use_ssl = true
 [ssl]
 cert_file = {tls}/server.pem
 key_file = {tls}/server.key
+"""
+
+KEYSTONE_CONF = """\
+[DEFAULT]
+auth_strategy = keystone
+osapi_volume_listen_port = {port}
+
+[keystone_authtoken]
+www_authenticate_uri = {keystone}/v3
+auth_url = {keystone}/v3
+auth_type = password
+project_domain_id = default
+user_domain_id = default
+project_name = admin
+username = admin
+password = {password}
 """
 
 RABBITMQ_CONF = """\
@@ -292,7 +310,8 @@ class CinderDeployment:
         if any(self._pid(k) for k in self._all_kinds()):
             raise CinderError(f"{self.dir} holds a deployment already: stop it first")
         busy = [p for k, p in self.ports.items()
-                if not k.startswith("osd") and k != "api-tls" and not _port_free(p)]
+                if not k.startswith("osd") and k not in ("api-tls", "api-keystone")
+                and not _port_free(p)]
         if busy:
             raise CinderError(f"ports in use on 127.0.0.1: {busy}")
         try:
@@ -654,6 +673,27 @@ class CinderDeployment:
         self._write_info()
         return url
 
+    # -- a third API behind Keystone ---------------------------------------------
+
+    def start_keystone_api(self, keystone_url: str, admin_password: str,
+                           timeout: float = 60) -> str:
+        """A third cinder-api on ``base_port + 6`` with ``auth_strategy =
+        keystone`` (keystonemiddleware's auth_token against ``keystone_url``,
+        as its ``admin`` in project ``admin``): same database, bus and
+        backends. Register it in Keystone's catalog yourself (a ``volumev3``
+        service). Returns its URL; idempotent."""
+        url = f"http://127.0.0.1:{self.ports['api-keystone']}"
+        if self._alive_kind("api-keystone"):
+            return url
+        conf = self.dir / "etc" / "cinder-keystone.conf"
+        conf.write_text(KEYSTONE_CONF.format(port=self.ports["api-keystone"],
+                                             keystone=keystone_url, password=admin_password))
+        if not _port_free(self.ports["api-keystone"]):
+            raise CinderError(f"port {self.ports['api-keystone']} is in use on 127.0.0.1")
+        self._spawn("api-keystone", [self._bin("cinder-api"), *self._conf_args(str(conf))])
+        self._wait_api(time.monotonic() + timeout, url, kind="api-keystone")
+        return url
+
     # -- faults -------------------------------------------------------------------
 
     def kill_api(self) -> None:
@@ -681,7 +721,8 @@ class CinderDeployment:
     # -- processes, memory, CPU -------------------------------------------------
 
     def _all_kinds(self) -> list[str]:
-        return ["api", "api-tls", "scheduler", "volume", "rabbitmq", "epmd", "postgres"]
+        return ["api", "api-tls", "api-keystone", "scheduler", "volume", "rabbitmq", "epmd",
+                "postgres"]
 
     def _pid(self, kind: str) -> int | None:
         try:
@@ -817,7 +858,7 @@ class CinderDeployment:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(sync.pid, signal.SIGKILL)
         threads = [threading.Thread(target=self._stop_kind, args=(k, signal.SIGTERM, grace))
-                   for k in ("api", "api-tls", "scheduler", "volume")]
+                   for k in ("api", "api-tls", "api-keystone", "scheduler", "volume")]
         for t in threads:
             t.start()
         for t in threads:

@@ -36,6 +36,7 @@ Fixtures:
 from __future__ import annotations
 
 import atexit
+import json
 import importlib.util
 import os
 import shutil
@@ -49,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cinder_stores import BASE_PORT, cinder_store_options
 
 _HARNESS = Path(__file__).resolve().parents[2] / "backends" / "cinder.py"
 
@@ -66,9 +68,6 @@ def _load_harness() -> Any:
 
 harness = _load_harness()
 
-BASE_PORT = int(os.environ.get("MULTISTORE_CINDER_PORT", "17200"))
-
-
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -83,6 +82,13 @@ def cinder_deployment() -> Iterator[Any]:
     # A run ended by SIGTERM (a CI timeout) must still stop the servers.
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
+    reuse = os.environ.get("MULTISTORE_CINDER_REUSE")
+    if reuse:
+        # Development: a deployment started by hand (``python
+        # tests/backends/cinder.py start DIR``) serves several runs; it is
+        # left running.
+        yield _reused(Path(reuse))
+        return
     base = Path(os.environ.get("MULTISTORE_CINDER_TMP") or tempfile.gettempdir())
     # mkdtemp, not pytest's tmp_path: PostgreSQL runs as "postgres" and must
     # reach its directory (pytest's base directory is private to root).
@@ -95,6 +101,15 @@ def cinder_deployment() -> Iterator[Any]:
     finally:
         deployment.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _reused(directory: Path) -> Any:
+    info = json.loads((directory / "cinder.json").read_text())
+    deployment = harness.CinderDeployment(directory, info["ports"]["api"])
+    if info.get("tls_endpoint"):
+        deployment.tls_url = info["tls_endpoint"].rsplit("/v3/", 1)[0]
+        deployment.ca_file = info["ca_file"]
+    return deployment
 
 
 @pytest.fixture(scope="session")
@@ -164,3 +179,57 @@ def make_cinder_volume(cinder_harness: Any, cinder_project: tuple[str, Any],
         return cinder_harness.wait_status(client, volume.id, "available", timeout=60)
 
     return make
+
+
+# -- multistore's cinder stores on the deployment -------------------------------------
+
+
+@pytest.fixture
+def make_cinder_stores(cinder_deployment: Any, cinder_project: tuple[str, Any],
+                       cinder_owned_volumes: list[str],
+                       tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``make(stores={"netapp": {...options}}, default=None, extra_sections={})``:
+    a StoreSet of cinder stores (each of the type named by its id unless its
+    options say otherwise) in the test's own project; closed at the end.
+
+    Images the test kept (finished image volumes: glance_store's metadata
+    only, ``available``, not attached) are deleted at the end; any other
+    volume (one still tagged by a writer, attached, in error) is a leak that
+    ``cinder_project`` reports."""
+    import multistore
+    from multistore.testing import make_conf
+
+    project, _ = cinder_project
+    made: list[Any] = []
+    count = [0]
+
+    def make(stores: dict[str, dict[str, Any]] | None = None, default: str | None = None,
+             extra_backends: dict[str, str] | None = None,
+             extra_sections: dict[str, dict[str, Any]] | None = None) -> Any:
+        stores = stores if stores is not None else {"netapp": {}}
+        sections: dict[str, dict[str, Any]] = {
+            "DEFAULT": {"enabled_backends": {**{s: "cinder" for s in stores},
+                                             **(extra_backends or {})}},
+            "glance_store": {"default_backend": default or next(iter(stores))},
+        }
+        for store_id, given in stores.items():
+            options = dict(given)
+            sections[store_id] = {k: v for k, v in cinder_store_options(
+                cinder_deployment, project, options.pop("cinder_volume_type", store_id),
+                **options).items() if v is not None}     # None: not set at all
+        sections.update(extra_sections or {})
+        count[0] += 1
+        loaded = multistore.load(make_conf(sections, tmp_path / f"conf{count[0]}"))
+        made.append(loaded)
+        return loaded
+
+    yield make
+    for stores in made:
+        stores.close()
+    _, client = cinder_project
+    for volume in cinder_deployment.volumes(project):
+        meta = volume["metadata"]
+        if "glance_image_id" in meta and "multistore_writer" not in meta \
+                and volume["status"] == "available" and not volume["attachments"]:
+            client.volumes.delete(volume["id"])
+            cinder_owned_volumes.append(volume["id"])

@@ -141,6 +141,10 @@ class SwiftRead:
             # Past the end of a plain object, or of a manifest's listing.
             headers = self.account.call(lambda conn: conn.head_object(
                 loc.container, loc.image_id, query_string="multipart-manifest=get"))
+            if headers.get("x-object-manifest"):
+                # A DLO's manifest is an empty object: the range is past its
+                # end, not past the image's.
+                return self._through_proxy()
             if not _is_slo(headers):
                 return ReadStream(iter(()), 0)
             headers, body = self._get(loc.container, loc.image_id, manifest=True)

@@ -46,8 +46,8 @@ class Backends:
             return f"rbd://{self.ceph.fsid}/{self.options(store)['rbd_store_pool']}/" \
                    f"{image_id}/snap"
         if k == "swift":
-            return f"swift+config://{self.options(store)['default_swift_reference']}/" \
-                   f"{self.container(store, image_id)}/{image_id}"
+            ref = self.options(store).get("default_swift_reference", "ref1")
+            return f"swift+config://{ref}/{self.container(store, image_id)}/{image_id}"
         raise AssertionError(f"no URL form known for {k}")
 
     def container(self, store: str, image_id: str) -> str:
@@ -60,12 +60,18 @@ class Backends:
 
     def names(self, store: str) -> list[str]:
         """Every name in the store's backend: files of the data directory,
-        images of the pool, objects of the store's containers."""
+        images of the store's pool, objects of the store's containers (those
+        whose names start with its ``swift_store_container``)."""
         k = kind(self.glance, store)
         if k == "file":
             return self.glance.files(store)
         if k == "rbd":
-            return sorted(self.ceph.images())
+            import rados  # type: ignore[import-not-found]
+            import rbd  # type: ignore[import-not-found]
+            pool = self.options(store)["rbd_store_pool"]
+            with rados.Rados(conffile=self.ceph.conf_path, rados_id=self.ceph.user) as cluster, \
+                    cluster.open_ioctx(pool) as ioctx:
+                return sorted(rbd.RBD().list(ioctx))
         if k == "swift":
             prefix = self.options(store).get("swift_store_container", "glance")
             conn = self.swift()
@@ -87,13 +93,15 @@ class Backends:
                   ) -> list[str]:
         """Names in the backend that are not whole images of ``image_ids``:
         partial files, temporary rbd images, orphan segments. Swift segments
-        of a whole image (``<id>-00001``...) count as the image's."""
+        of a whole image count as the image's."""
+        swift = kind(self.glance, store) == "swift"
         rest = []
         for name in self.names(store):
             if name in image_ids:
                 continue
-            if kind(self.glance, store) == "swift" and \
-                    name.rsplit("-", 1)[0] in image_ids:
+            # Segments: multistore's <id>/<upload>/<n> (SLO), glance_store's <id>-<n> (DLO).
+            if swift and (name.split("/", 1)[0] in image_ids
+                          or name.rsplit("-", 1)[0] in image_ids):
                 continue
             rest.append(name)
         return rest
@@ -118,3 +126,17 @@ class Backends:
             finally:
                 conn.close()
         raise AssertionError(f"no backend read for {k}")
+
+
+def add_pool(cluster: Any, pool: str) -> None:
+    """Create another rbd pool in a test cluster (as its admin) and let the
+    cluster's client user use it as it uses the first."""
+    import subprocess
+    pools = f"profile rbd pool={cluster.pool}, profile rbd pool={pool}"
+    for args in (["osd", "pool", "create", pool, "8", "8"],
+                 ["osd", "pool", "application", "enable", pool, "rbd"],
+                 ["auth", "caps", f"client.{cluster.user}", "mon", "profile rbd",
+                  "osd", pools, "mgr", pools]):
+        subprocess.run(["ceph", "--conf", cluster.conf_path, "--name", "client.admin",
+                        "--keyring", cluster.admin_keyring_path, *args],
+                       check=True, capture_output=True, timeout=60)

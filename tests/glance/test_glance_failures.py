@@ -6,7 +6,10 @@ nothing in the backend and the image in a state Glance can go on from.
 - data of another size than announced: 400, ``queued``;
 - a copy whose data differs from the image's recorded checksum: refused
   before the store keeps it (Glance alone would leave that copy behind);
-- a store that cannot take images: 503 at once, ``queued``.
+- a store that cannot take images: 503 at once, ``queued``; a store whose
+  server is down or frozen (a private Ceph, a Swift proxy of its own): 503
+  within the store's timeout, for uploads and downloads, and the next
+  upload once it is back.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +27,7 @@ harness = sys.modules["multistore_glance_harness"]     # loaded by conftest.py
 backends_mod = sys.modules["multistore_glance_backends"]
 MiB = harness.MiB
 md5 = backends_mod.md5
-MULTISTORE = ("ms_fast", "ms_cheap")
+MULTISTORE = ("ms_fast", "ms_cheap", "ms_ceph", "ms_swift")
 
 
 def assert_clean(backends: Any, keep: dict[str, set[str]] | None = None) -> None:
@@ -138,3 +143,102 @@ def test_a_store_whose_directory_is_gone_answers_503_at_once(
     finally:
         directory.mkdir()
     upload_again(ms_client, ms_backends, image, image_data, "ms_cheap")
+
+
+# -- stores whose server goes away -------------------------------------------
+
+#: The private Glance of these tests, its Ceph (mon, then 8 OSD ports) and
+#: the Swift proxy of its own (on the session Swift's servers).
+DOWN_PORT = 17325
+DOWN_CEPH_PORTS = (17340, 17341)
+DOWN_CEPH_OSD_PORTS = (17342, 17349)
+DOWN_PROXY_PORT = 17356
+#: Each store's own timeout (rados_connect_timeout, swift_store_timeout), s.
+TIMEOUT = 5
+
+
+@pytest.fixture(scope="module")
+def down(tmp_path_factory: pytest.TempPathFactory, glance_multistore: Path,
+         glance_swift: Any) -> Iterator[Any]:
+    """A private Glance with ``rbd`` (multistore's, on a private Ceph that the
+    tests freeze) and ``swift`` (multistore's, through a Swift proxy of its
+    own that the tests kill and freeze); both with 5 s timeouts."""
+    conftest = sys.modules["multistore_glance_conftest"]
+    directory = tmp_path_factory.mktemp("down")
+    ceph = sys.modules["multistore_ceph_harness_glance"].CephCluster(
+        directory / "ceph", *DOWN_CEPH_PORTS, bind_ports=DOWN_CEPH_OSD_PORTS,
+        memstore_bytes=512 * MiB)
+    proxy = glance_swift.start_fault_proxy(DOWN_PROXY_PORT)
+    server = None
+    try:
+        ceph.start()
+        kind, options = conftest.rbd_store(ceph)
+        stores = {"rbd": (f"multistore_{kind}", {**options, "rados_connect_timeout": TIMEOUT}),
+                  "swift": conftest.swift_store(glance_swift, directory / "refs", proxy,
+                                                swift_store_timeout=TIMEOUT)}
+        server = harness.GlanceServer(directory / "glance", DOWN_PORT, stores,
+                                      python_path=[glance_multistore])
+        server.start()
+        server.ceph = ceph
+        server.swift_backend = glance_swift
+        server.backends = backends_mod.Backends(
+            server, ceph=ceph, swift=lambda: conftest.swift_connection(glance_swift))
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        ceph.stop()
+        glance_swift.kill("proxy-faults")
+
+
+def outage(down: Any, store: str, how: str) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(start, end) of one outage of a store's server."""
+    if store == "rbd":
+        return down.ceph.freeze, down.ceph.thaw
+    swift = down.swift_backend
+    if how == "killed":
+        return (lambda: swift.kill("proxy-faults")), (lambda: swift.restart("proxy-faults"))
+    return (lambda: swift.freeze("proxy-faults")), (lambda: swift.thaw("proxy-faults"))
+
+
+@pytest.mark.parametrize("store, how", [("rbd", "frozen"), ("swift", "killed"),
+                                        ("swift", "frozen")])
+def test_a_store_whose_server_is_down_answers_503_within_its_timeout(
+        down: Any, image_data: bytes, store: str, how: str) -> None:
+    """While the store's server is down (a Ceph whose daemons are stopped
+    with SIGSTOP, a Swift proxy killed or stopped), an upload to it and a
+    download of an image it holds are answered 503 within a few of the
+    store's timeouts, not left hanging; nothing is left behind; once the
+    server is back, the image that failed takes its upload."""
+    client = down.client(timeout=120)
+    kept = client.create_image(name=f"kept-{store}")["id"]
+    client.upload(kept, image_data, store=store)
+    image = client.create_image(name=f"down-{store}")["id"]
+    start, end = outage(down, store, how)
+    start()
+    try:
+        began = time.monotonic()
+        # Glance may answer before it reads the body: a body that fits in
+        # the socket's buffers, sent whole.
+        status, _, body = client.request(
+            "PUT", f"/v2/images/{image}/file", body=image_data[:64 * 1024],
+            headers={"Content-Type": "application/octet-stream", "X-Image-Meta-Store": store})
+        upload_seconds = time.monotonic() - began
+        assert status == 503, body
+        assert f"[store '{store}', ".encode() in body
+        assert client.get_image(image)["status"] == "queued"
+        began = time.monotonic()
+        got = client.download(kept)
+        download_seconds = time.monotonic() - began
+        assert got.status == 503, got
+    finally:
+        end()
+    assert upload_seconds < 4 * TIMEOUT + 10, upload_seconds
+    assert download_seconds < 4 * TIMEOUT + 10, download_seconds
+    assert down.backends.leftovers(store, {kept}) == []
+    assert client.download(kept).md5 == md5(image_data)
+    client.upload(image, image_data, store=store)
+    assert down.backends.read(store, image) == image_data
+    for done in (kept, image):
+        client.delete(done)
+    assert down.backends.leftovers(store) == []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +37,20 @@ class Switch:
     """The private Glance, its data and the images written so far
     (id -> (store, data))."""
 
-    def __init__(self, server: Any, backends: Any, options: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, server: Any, backends: Any, options: dict[str, dict[str, Any]],
+                 size: Callable[[int], int]) -> None:
         self.server = server
         self.client = server.client()
         self.backends = backends
         self.options = options
+        self.size = size
         self.images: dict[str, tuple[str, bytes]] = {}
 
     def stores(self, types: dict[str, str]) -> dict[str, tuple[str, dict[str, Any]]]:
         return {s: (t, self.options[s]) for s, t in types.items()}
 
     def write(self, store: str, seed: int) -> str:
-        data = b"".join(harness.iter_bytes(5 * MiB + 1000 * seed, seed=seed))
+        data = b"".join(harness.iter_bytes(self.size(seed), seed=seed))
         image = self.client.create_image(name=f"switch-{seed}")["id"]
         self.client.upload(image, data, store=store)
         self.images[image] = (store, data)
@@ -79,9 +82,9 @@ class Switch:
         got = self.client.download(image, byte_range="bytes=4194300-4194499", keep=True)
         kinds = {self.server.stores[s][0] for s in stores}
         if got.status == 400:
-            # glance_store's rbd driver has no ranged reads: only when the
-            # first location Glance tries is one of its stores.
-            assert kinds & {"rbd"}, got.body
+            # glance_store's rbd and swift drivers have no ranged reads: only
+            # when the first location Glance tries is one of their stores.
+            assert kinds & {"rbd", "swift"}, got.body
         else:
             assert (got.status, got.body) == (206, data[4194300:4194500])
 
@@ -114,12 +117,15 @@ class Switch:
 
 
 def run_switch(tmp_path: Path, glance_multistore: Path, kind: str,
-               options: dict[str, dict[str, Any]], ceph: Any = None) -> None:
+               options: dict[str, dict[str, Any]], ceph: Any = None,
+               swift: Any = None,
+               size: Callable[[int], int] = lambda seed: 5 * MiB + 1000 * seed) -> None:
+    """Images 1 to 6 are ``size(n)`` bytes."""
     server = harness.GlanceServer(tmp_path / "glance", PORT, {},
                                   python_path=[glance_multistore],
                                   file_types=("file", "multistore_file"))
-    backends = backends_mod.Backends(server, ceph=ceph)
-    switch = Switch(server, backends, options)
+    backends = backends_mod.Backends(server, ceph=ceph, swift=swift)
+    switch = Switch(server, backends, options, size)
     server.stores = switch.stores(drivers(kind, "b"))
     try:
         server.start()
@@ -157,6 +163,54 @@ def run_switch(tmp_path: Path, glance_multistore: Path, kind: str,
 
 def test_file_store_switched_both_ways(tmp_path: Path, glance_multistore: Path) -> None:
     run_switch(tmp_path, glance_multistore, "file", {"a": {}, "b": {}})
+
+
+def test_rbd_store_switched_both_ways(tmp_path: Path, glance_multistore: Path) -> None:
+    """On a Ceph of its own (17330-17339): ``a`` in pool ``images``, ``b`` in
+    ``images2`` (rbd images are named by the image id: one pool holds one
+    copy of an image)."""
+    conftest = sys.modules["multistore_glance_conftest"]
+    cluster = sys.modules["multistore_ceph_harness_glance"].CephCluster(
+        tmp_path / "ceph", 17330, 17331, bind_ports=(17332, 17339), memstore_bytes=512 * MiB)
+    try:
+        cluster.start()
+        backends_mod.add_pool(cluster, "images2")
+        _, options = conftest.rbd_store(cluster)
+        run_switch(tmp_path, glance_multistore, "rbd",
+                   {"a": options, "b": {**options, "rbd_store_pool": "images2"}}, ceph=cluster)
+    finally:
+        cluster.stop()
+
+
+def test_swift_store_switched_both_ways(tmp_path: Path, glance_multistore: Path,
+                                        glance_keystone: tuple[Any, str]) -> None:
+    """On the session Swift, through its Keystone proxy as Keystone's ``demo``
+    user (glance_store's swift driver speaks Keystone v3 only): ``a`` and
+    ``b`` in containers of their own; the 5 MiB images are segmented
+    (glance_store's as a DLO, multistore's as an SLO) into 1 MB segments.
+
+    The images are whole numbers of segments: glance_store 5.7's swift driver
+    announces a whole segment's length for the last one too (content_length
+    = chunk_size), so Swift waits for bytes that never come and the upload
+    fails after Swift's client timeout (60 s) when the size is not a multiple
+    of the segment size. multistore's driver has no such limit (the ms_swift
+    tests upload 5 MiB + 12345 bytes)."""
+    conftest = sys.modules["multistore_glance_conftest"]
+    keystone, proxy = glance_keystone
+    options = {s: conftest.keystone_swift_options(keystone, tmp_path / f"refs-{s}",
+                                                  f"switch_{s}") for s in ("a", "b")}
+
+    def connection() -> Any:
+        """swiftclient into demo's account through the Keystone proxy (a token
+        got from Keystone: swiftclient's own v3 auth needs keystoneclient)."""
+        import swiftclient
+        return swiftclient.Connection(
+            preauthurl=f"{proxy}/v1/AUTH_{keystone.project_ids['demo']}",
+            preauthtoken=keystone.token("demo", keystone.USERS["demo"]), retries=0)
+
+    segment = 1000 * 1024            # glance_store's "MB"
+    run_switch(tmp_path, glance_multistore, "swift", options, swift=connection,
+               size=lambda seed: (5 + seed % 2) * segment)
 
 
 def test_a_store_renamed_and_switched_to_multistore_takes_its_images_by_url_prefix(

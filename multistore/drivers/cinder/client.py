@@ -115,6 +115,27 @@ class CinderApi:
             out["catalog_info"] = c.cinder_catalog_info
         return out
 
+    def where(self) -> str:
+        """Which Cinder, and which project, this store's volumes are in."""
+        c = self.conf
+        if self.mode == "keystone":
+            return (f"{redact(c.cinder_store_auth_address)} project "
+                    f"{c.cinder_store_project_name}@{c.cinder_store_project_domain_name}")
+        if self.mode == "noauth":
+            return redact(self._template({"tenant": c.cinder_store_project_name}))
+        if c.cinder_endpoint_template:
+            return f"{redact(c.cinder_endpoint_template)} (the request's project)"
+        return (f"catalog {c.cinder_catalog_info} region {c.cinder_os_region_name or '*'} "
+                "(the request's project)")
+
+    def close(self) -> None:
+        """Close the session's pooled connections (a later call opens new ones)."""
+        with self._lock:
+            session, self._session = self._session, None
+            self._clients.clear()
+        if session is not None:
+            session.session.close()
+
     # -- sessions and clients --------------------------------------------------
 
     def session(self) -> Any:

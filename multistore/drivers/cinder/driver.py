@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import importlib
 import logging
 import math
 import os
@@ -115,13 +116,16 @@ class CinderDriver(Driver[CinderLocation]):
     # -- configuration ----------------------------------------------------------
 
     def configure(self) -> None:
-        for module, extra in (("cinderclient", "cinder"), ("keystoneauth1", "cinder"),
-                              ("os_brick", "cinder")):
+        # os-brick imports eventlet; imported first in a worker thread, eventlet
+        # leaves that thread unjoinable (Thread.join() waits for a thread that
+        # has ended: seen with the first add in a thread). Imported here, at load.
+        for module in ("cinderclient.v3.client", "keystoneauth1.session",
+                       "os_brick.initiator.connector", "os_brick.privileged"):
             try:
-                __import__(module)
+                importlib.import_module(module)
             except ImportError as exc:
-                raise errors.ConfigError(f"the cinder driver needs {module} "
-                                         f"(pip install 'multistore[{extra}]'): {exc}") from exc
+                raise errors.ConfigError(f"the cinder driver needs {module.split('.')[0]} "
+                                         f"(pip install 'multistore[cinder]'): {exc}") from exc
         c = self.conf
         self.api = CinderApi(c)
         keyring = c.cinder_rbd_keyring_file
@@ -144,6 +148,7 @@ class CinderDriver(Driver[CinderLocation]):
         self._default_type: str | None = None
         self._props: dict[str, Any] | None = None
         self._live: set[str] = set()
+        self._stale: list[_Attachment] = []
         self._given_up: set[str] = set()
 
     def translate_error(self, exc: Exception) -> errors.MultistoreError | None:
@@ -161,6 +166,12 @@ class CinderDriver(Driver[CinderLocation]):
                 (self.translate_error(exc) or exc)
             out["cinder"] = f"unavailable: {getattr(err, 'message', str(err))}"
         return out
+
+    def claims(self) -> list[str]:
+        """A volume type at one Cinder (and project): two stores sharing it would
+        each take the other's volumes for their own."""
+        vtype = self.volume_type or "(Cinder's default)"
+        return [f"volume type {vtype!r} of Cinder {self.api.where()}"]
 
     def _backend(self, context: Context) -> dict[str, Any]:
         """Backend and capacity of this store's type, from the scheduler's pools."""
@@ -254,6 +265,8 @@ class CinderDriver(Driver[CinderLocation]):
                                    "volume lookup")
         except cinder_exc.NotFound:
             raise errors.NotFound(f"no volume {location.volume_id} in Cinder") from None
+        if volume.status in ("deleting", "error_deleting"):
+            raise errors.NotFound(f"volume {volume.id} is being deleted")
         if location.store is None and not self._is_mine(context, volume):
             raise errors.BadLocation(
                 f"volume {volume.id} is of type {volume.volume_type!r}, not this store's "
@@ -288,6 +301,7 @@ class CinderDriver(Driver[CinderLocation]):
     def _acquire(self, client: Any, volume: Any) -> _Shared:
         """The attachment readers of this volume share in this process (a
         volume takes one attachment unless its type is multiattach)."""
+        self._retry_stale(volume.id)
         with self._lock:
             shared = self._shared.setdefault(volume.id, _Shared(volume.id))
             shared.users += 1
@@ -313,10 +327,31 @@ class CinderDriver(Driver[CinderLocation]):
             try:
                 if attachment is not None:
                     attachment.close()
+            except Exception as exc:  # noqa: BLE001 - logged, retried later
+                # The bytes were delivered: the reader closes without error,
+                # and the attachment is deleted at the volume's next use.
+                LOG.warning("store %s: detaching volume %s after a read failed (%s); "
+                            "retried later", self.store_id, shared.volume_id, exc)
+                with self._lock:
+                    self._stale.append(attachment)
             finally:
                 with self._lock:
                     if not shared.users and self._shared.get(shared.volume_id) is shared:
                         del self._shared[shared.volume_id]
+
+    def _retry_stale(self, volume_id: str | None = None) -> None:
+        """Delete attachments whose deletion failed earlier (Cinder was away)."""
+        with self._lock:
+            stale = [a for a in self._stale if volume_id in (None, a.volume_id)]
+        for attachment in stale:
+            try:
+                attachment.close()
+            except Exception:   # still away: kept for the next try
+                LOG.debug("attachment of volume %s still not deleted", attachment.volume_id,
+                          exc_info=True)
+                continue
+            with self._lock:
+                self._stale.remove(attachment)
 
     # -- writing ---------------------------------------------------------------------
 
@@ -364,6 +399,7 @@ class CinderDriver(Driver[CinderLocation]):
         from cinderclient import exceptions as cinder_exc  # type: ignore[import-untyped]
         client = self.api.client(context)
         volume = self._volume(client, context, location)
+        self._retry_stale(volume.id)
         try:
             self.api.call(lambda: client.volumes.delete(volume.id), "volume delete")
         except cinder_exc.BadRequest as exc:
@@ -433,11 +469,15 @@ class CinderDriver(Driver[CinderLocation]):
             marker = page[-1].id
 
     def close(self) -> None:
+        """Delete what attachments could not be deleted before; close the
+        session (its pooled connections)."""
+        self._retry_stale()
         with self._lock:
-            shared = list(self._shared.values())
-        if shared:
-            LOG.debug("store %s closed with %d volumes attached for readers", self.store_id,
-                      len(shared))
+            left = len(self._stale)
+        if left:
+            LOG.warning("store %s: %d attachments could not be deleted (Cinder away); "
+                        "their volumes stay in-use until deleted by hand", self.store_id, left)
+        self.api.close()
 
 
 # -- attachments -------------------------------------------------------------------------
@@ -481,6 +521,8 @@ class _Attachment:
                     idempotent=False)
                 return str(att["id"])
             except cinder_exc.BadRequest as exc:
+                if "current status is deleting" in str(exc):
+                    raise errors.NotFound(f"volume {self.volume_id} is being deleted") from None
                 if "to reserve" not in str(exc) or attempt == attempts:
                     if "to reserve" in str(exc):
                         raise errors.BackendUnavailable(
@@ -494,16 +536,20 @@ class _Attachment:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Disconnect, then delete the attachment (volume back to ``available``)."""
+        """Disconnect, then delete the attachment (volume back to ``available``);
+        again after a failure deletes what is left."""
+        from cinderclient import exceptions as cinder_exc  # type: ignore[import-untyped]
         connection, self.connection = self.connection, None
         try:
             if connection is not None:
                 connection.close()
         finally:
-            att, self.id = self.id, None
+            att = self.id
             if att is not None:
-                self.driver.api.call(lambda: self.client.attachments.delete(att),
-                                     "attachment delete")
+                with contextlib.suppress(cinder_exc.NotFound):
+                    self.driver.api.call(lambda: self.client.attachments.delete(att),
+                                         "attachment delete")
+                self.id = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -662,17 +708,19 @@ class _CinderWriter(Writer):
         self.driver.writer_done(self.token, given_up=False)
         return Stored(self.driver._location(volume.id))
 
-    def _stop_heart(self) -> None:
+    def _stop_heart(self, wait: float | None = None) -> None:
+        """Stop the heartbeats; wait for one in flight (a commit must: a late
+        one would put its key back), or not that long (an abort)."""
         self.stop.set()
         heart = getattr(self, "heart", None)
         if heart is not None:
-            heart.join()
+            heart.join(wait)
 
     def abort(self) -> None:
         if self.finished:
             return
         self.finished = True
-        self._stop_heart()
+        self._stop_heart(wait=1.0)
         given_up = False
         try:
             with contextlib.suppress(Exception):

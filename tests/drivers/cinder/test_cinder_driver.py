@@ -586,3 +586,32 @@ def test_a_live_writer_in_this_process_is_not_a_leftover(
         go.set()
         t.join(120)
     assert read(stores, done[0].location) == b"y" * (2 * MiB)
+
+
+FIRST_ADD_IN_A_THREAD = """
+import sys, threading, uuid
+import multistore
+from oslo_config import cfg
+conf = cfg.ConfigOpts()
+multistore.register_opts(conf)
+conf(["--config-file", sys.argv[1]], project="multistore", default_config_files=[])
+stores = multistore.load(conf)
+done = []
+t = threading.Thread(target=lambda: done.append(stores.add(str(uuid.uuid4()), b"x", 1)))
+t.start()
+t.join(120)
+print("alive" if t.is_alive() else "joined", done[0].location if done else "", flush=True)
+"""
+
+
+def test_the_first_add_in_a_fresh_process_may_run_in_a_thread(
+        make_cinder_stores: Callable[..., Any], cinder_project: tuple[str, Any]) -> None:
+    """os-brick imports eventlet, which, imported first in a worker thread,
+    leaves that thread unjoinable: the driver imports it at load."""
+    stores = make_cinder_stores({"netapp": {}})
+    done = subprocess.run([sys.executable, "-c", FIRST_ADD_IN_A_THREAD,
+                           stores.conf.config_file[0]], capture_output=True, text=True,
+                          timeout=300, check=True)
+    state, location = done.stdout.split()
+    assert state == "joined"
+    stores.delete(location)

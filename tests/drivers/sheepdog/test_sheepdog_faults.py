@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import sheepdog_options
+from sheepdog_stores import sheepdog_options
 
 import multistore
 from multistore.testing import render_ini

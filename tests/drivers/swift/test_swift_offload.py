@@ -415,3 +415,22 @@ def test_stores_on_another_cluster_are_streamed(swift_server, second_cluster, tm
         assert read(two, copied.location) == data
         for loc in (src.location, copied.location):
             two.delete(loc)
+
+
+def test_the_command_line_copies_inside_swift(stores, tmp_path, capsys, logs):
+    from multistore import cli
+    data = random_bytes(SEGMENTED, seed=12)
+    src = stores.add(new_id(), data, len(data), store="a")
+    code = cli.main(["--config-file", str(tmp_path / "conf" / "multistore.conf"), "--json",
+                     "copy", src.location, "--to", "b", "--offload", "--verify", "backend",
+                     "--checksum", src.checksum, "--multihash", src.multihash,
+                     "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    copied, = json.loads(out)
+    assert (copied["store"], copied["checksum"], copied["multihash"]) == \
+        ("b", src.checksum, src.multihash)
+    assert copy_kinds(logs) == ["backend"]
+    stores.delete(src.location)
+    assert read(stores, copied["location"]) == data
+    stores.delete(copied["location"])

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import uuid
 
 import pytest
@@ -434,3 +435,51 @@ def test_the_command_line_copies_inside_swift(stores, tmp_path, capsys, logs):
     stores.delete(src.location)
     assert read(stores, copied["location"]) == data
     stores.delete(copied["location"])
+
+
+def test_multi_tenant_stores_copy_inside_the_users_account(swift_server, tmp_path, logs):
+    """Two multi-tenant stores: the user's token reaches the source and the
+    target (the same account); each image has containers of its own."""
+    url, token = swiftclient.get_auth(swift_server.auth_url, "test:tester",
+                                      swift_server.users["test:tester"])
+    alice = types.SimpleNamespace(auth_token=token, storage_url=url, project_id="test")
+    tag = uuid.uuid4().hex[:8]
+    sections = {"DEFAULT": {"enabled_backends": {"mta": "swift", "mtb": "swift"}},
+                "glance_store": {"default_backend": "mta"},
+                **{name: {"swift_store_multi_tenant": True, "swift_store_container": name + tag,
+                          "swift_store_large_object_size": 4,
+                          "swift_store_large_object_chunk_size": 1}
+                   for name in ("mta", "mtb")}}
+    data = random_bytes(SEGMENTED, seed=13)
+    image_id = new_id()
+    with multistore.load(make_conf(sections, tmp_path / "mt")) as mt:
+        src = mt.add(image_id, data, len(data), context=alice)
+        copied, = mt.copy(src.location, ["mtb"], offload=True, verify="backend",
+                          checksum=src.checksum, multihash=src.multihash, context=alice)
+        assert copy_kinds(logs) == ["backend"]
+        assert copied.location == f"{url.replace('http', 'swift+http', 1)}/mtb{tag}_{image_id}/" \
+            f"{image_id}"
+        mt.delete(src.location, context=alice)
+        with mt.get(copied.location, context=alice) as reader:
+            assert reader.read_all() == data
+        mt.delete(copied.location, context=alice)
+    conn = swiftclient.Connection(preauthurl=url, preauthtoken=token)
+    assert not [c["name"] for c in conn.get_account(full_listing=True)[1] if tag in c["name"]]
+
+
+def test_one_copy_offloaded_and_one_streamed(stores, logs):
+    """``b`` is copied by Swift, ``other`` (an account it cannot read) is
+    streamed; the streamed copy's digests are what the offloaded one must
+    match, and both results agree."""
+    data = random_bytes(SEGMENTED, seed=14)
+    src = stores.add(new_id(), data, len(data), store="a")
+    both = stores.copy(src.location, ["other", "b"], offload=True, verify="backend",
+                       checksum=src.checksum, multihash=src.multihash)
+    assert sorted(copy_kinds(logs)) == ["backend", "streamed"]
+    assert [r.store for r in both] == ["other", "b"]
+    assert {(r.size, r.checksum, r.multihash) for r in both} == \
+        {(len(data), src.checksum, src.multihash)}
+    for result in both:
+        assert read(stores, result.location) == data
+        stores.delete(result.location)
+    stores.delete(src.location)

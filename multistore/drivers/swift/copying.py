@@ -4,9 +4,10 @@
 most in the account: same scheme, host, port and version path, so the
 target's proxy is the very service that holds the source (two endpoints of
 one cluster are not recognised as such: they stream, which is always
-right). Another account must be readable with the target's credentials: a
-HEAD of the image and of its first segment, made with them, must see what
-the source's own credentials see (same ETag and timestamp). Anything else
+right). The source must be readable with the target's credentials (another
+account, or another user of the same one): a HEAD of the image and of its
+first segment, made with them, must see what the source's own credentials
+see (same ETag and timestamp). Anything else
 (another cluster, no read access, an SLO manifest with nested manifests,
 ranges or inline data, more pieces than Swift accepts in a manifest)
 returns ``None``: the core streams the copy.
@@ -156,9 +157,10 @@ class SwiftCopy:
         return pieces
 
     def readable(self, pieces: list[Piece]) -> bool:
-        """Whether the target's credentials see the source (another account)
-        as the source's own do: the image object and its first piece."""
-        if not self.cross_account:
+        """Whether the target's credentials see the source as the source's
+        own do (the image object and its first piece): another account, or
+        another user of the same one, may not be allowed to read it."""
+        if self.source.account is self.target.account:
             return True
         loc = self.source.location
         probes = [(loc.container, loc.image_id, self.source_headers)]

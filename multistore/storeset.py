@@ -378,7 +378,8 @@ class StoreSet:
         size, md5, multihash = expected
         assert vouched is not None and md5 is not None and multihash is not None
         url = stored.location.format()
-        if vouched.size != size or vouched.md5 not in (None, md5):
+        if vouched.size != size or (vouched.md5 is not None
+                                    and vouched.md5.lower() != md5.lower()):
             raise errors.ChecksumMismatch(
                 f"image {image_id}: the copy made inside the backend holds {vouched.size} "
                 f"bytes, md5 {vouched.md5 or '(vouched for piece by piece)'} by the "

@@ -53,7 +53,7 @@ from multistore import errors
 from multistore.driver import Stored, Vouched
 from multistore.drivers.swift.auth import Account, client_exception
 from multistore.drivers.swift.locations import SwiftLocation
-from multistore.drivers.swift.reading import _is_slo, _Segments
+from multistore.drivers.swift.reading import is_slo, Segments
 from multistore.drivers.swift.writing import (MAX_SEGMENTS, UPLOAD_ID_BYTES, confirm_landed,
                                               delete_objects, remove_manifest_if_ours,
                                               segment_prefix)
@@ -127,15 +127,15 @@ class SwiftCopy:
         headers = account.call(lambda conn: conn.head_object(
             loc.container, loc.image_id, query_string="multipart-manifest=get"))
         self.source_headers = headers
-        if _is_slo(headers):
+        if is_slo(headers):
             _, body = account.call(lambda conn: conn.get_object(
                 loc.container, loc.image_id, query_string="multipart-manifest=get"))
             listing = json.loads(body)
-            if not _Segments.simple(listing):
+            if not Segments.simple(listing):
                 LOG.info("store %s: %s is an SLO of nested manifests, ranges or inline "
                          "data: streamed, not copied inside Swift", self.store_id, loc)
                 return None
-            segments = _Segments(listing)
+            segments = Segments(listing)
             pieces = [Piece(c, n, etag, size) for (c, n), etag, size
                       in zip(segments.paths, segments.etags, segments.sizes, strict=True)]
         elif headers.get("x-object-manifest"):

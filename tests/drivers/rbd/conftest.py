@@ -1,8 +1,11 @@
 """Real Ceph clusters for the rbd driver's tests (session-scoped, stopped by PID).
 
 ``ceph_a`` and ``ceph_b`` are two independent single-node clusters (mon +
-memstore OSD, cephx) on 127.0.0.1 ports 16789-16792. A cluster that cannot
-start fails the tests that need it; nothing is skipped.
+memstore OSD, cephx) on 127.0.0.1 ports 16789-16792. ``ceph_faults`` is the
+fault suite's own: a bluestore OSD on a 4 GiB sparse file, which keeps its
+data when killed, on ports 17360-17369 (the server tests kill, freeze and
+fill it). A cluster that cannot start fails the tests that need it; nothing
+is skipped.
 """
 
 from __future__ import annotations
@@ -28,7 +31,10 @@ _spec = importlib.util.spec_from_file_location("multistore_ceph_harness", _HARNE
 harness = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(harness)   # type: ignore[union-attr]
 
-PORTS = {"a": (16789, 16790), "b": (16791, 16792)}
+PORTS = {"a": (16789, 16790), "b": (16791, 16792), "faults": (17360, 17361)}
+#: Options of the clusters besides their mon ports.
+OPTIONS: dict[str, dict[str, Any]] = {
+    "faults": {"objectstore": "bluestore", "bind_ports": (17362, 17369)}}
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -42,7 +48,7 @@ def _cluster(name: str) -> Iterator[Any]:
         signal.signal(signal.SIGTERM, _interrupt)
     base = Path(os.environ.get("MULTISTORE_RBD_TMP") or tempfile.gettempdir())
     directory = Path(tempfile.mkdtemp(prefix=f"multistore-rbd-{name}-", dir=base))
-    cluster = harness.CephCluster(directory, *PORTS[name])
+    cluster = harness.CephCluster(directory, *PORTS[name], **OPTIONS.get(name, {}))
     atexit.register(cluster.stop)     # idempotent; for exits that skip teardown
     try:
         cluster.start()
@@ -60,6 +66,11 @@ def ceph_a() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def ceph_b() -> Iterator[Any]:
     yield from _cluster("b")
+
+
+@pytest.fixture(scope="session")
+def ceph_faults() -> Iterator[Any]:
+    yield from _cluster("faults")
 
 
 def rbd_options(cluster: Any, **overrides: Any) -> dict[str, Any]:

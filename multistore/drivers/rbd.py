@@ -15,12 +15,12 @@ timeouts come from ``rados_connect_timeout``: a dead cluster gives
 BackendUnavailable, never a hang, and the next operation connects afresh
 (a session that lost a restarted daemon never finds it again). A full pool
 (Ceph's full ratio, a pool quota) refuses writes at once: StorageFull, not a
-write waiting for room until it times out (librados' FULL_TRY). If the cluster goes away during an add,
-the partial image cannot be removed at once; the store remembers it and
-removes it at its next operation once the cluster answers again. Partial
-images of writers that died (``kill -9``) are found by
-:meth:`RbdDriver.find_leftovers`: a live writer holds its image open, so
-the image has a watcher on the OSDs; a dead writer's watch expires
+write waiting for room until it times out (librados' FULL_TRY). If the
+cluster goes away during an add, the partial image cannot be removed at
+once; the store remembers it and removes it at its next operation once the
+cluster answers again. Partial images of writers that died (``kill -9``) are
+found by :meth:`RbdDriver.find_leftovers`: a live writer holds its image
+open, so the image has a watcher on the OSDs; a dead writer's watch expires
 (``osd_client_watch_timeout``, 30 s by default).
 
 Ceph's Python bindings (``rados``, ``rbd``) come from Debian's

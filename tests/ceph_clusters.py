@@ -12,6 +12,10 @@ fails the tests that need it; nothing is skipped.
 ``rbd_options``/``rbd_sections`` build a store group's configuration for a
 cluster; ``make_rbd_stores``/``write_rbd_config`` make a StoreSet of rbd
 stores or a configuration file for child processes.
+
+``ceph_faults`` is the fault suite's own: a bluestore OSD on a 4 GiB sparse
+file, which keeps its data when killed, on ports 17400-17409 (the server
+tests kill, freeze and fill it; 17300-17399 are the Glance tests).
 """
 
 from __future__ import annotations
@@ -28,7 +32,10 @@ from server_session import running
 import multistore
 from multistore.testing import make_conf, render_ini
 
-PORTS = {"a": (16789, 16790), "b": (16791, 16792)}
+PORTS = {"a": (16789, 16790), "b": (16791, 16792), "faults": (17400, 17401)}
+#: Options of the clusters besides their mon ports.
+OPTIONS: dict[str, dict[str, Any]] = {
+    "faults": {"objectstore": "bluestore", "bind_ports": (17402, 17409)}}
 
 
 def ceph_harness() -> Any:
@@ -44,8 +51,9 @@ def ceph_harness() -> Any:
 
 
 def _cluster(name: str) -> Iterator[Any]:
-    return running(lambda directory: ceph_harness().CephCluster(directory, *PORTS[name]),
-                   f"multistore-rbd-{name}-", "MULTISTORE_RBD_TMP")
+    def make(directory: Path) -> Any:
+        return ceph_harness().CephCluster(directory, *PORTS[name], **OPTIONS.get(name, {}))
+    return running(make, f"multistore-rbd-{name}-", "MULTISTORE_RBD_TMP")
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +64,11 @@ def ceph_a() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def ceph_b() -> Iterator[Any]:
     yield from _cluster("b")
+
+
+@pytest.fixture(scope="session")
+def ceph_faults() -> Iterator[Any]:
+    yield from _cluster("faults")
 
 
 def rbd_options(cluster: Any, **overrides: Any) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import errno
 import importlib
 import logging
 import math
@@ -670,6 +671,9 @@ class _RbdWriter(Writer):
         self.offset = self.capacity if name else 0
         self.in_flight = 0
         self.failure: BaseException | None = None
+        #: The cluster did not answer within the timeout (a write's wait or
+        #: an ETIMEDOUT completion): the add already waited for it once.
+        self.timed_out = False
         self.cond = threading.Condition()
         self.zeros = bytes(driver.object_size)
         self.image: Any = None
@@ -722,6 +726,8 @@ class _RbdWriter(Writer):
                 ret = completion.get_return_value()
                 if ret < 0 and self.failure is None:
                     self.failure = _oserror(self.driver.rbd, -ret)
+                if ret == -errno.ETIMEDOUT:
+                    self.timed_out = True
             finally:
                 self.in_flight -= 1
                 self.cond.notify_all()
@@ -731,6 +737,7 @@ class _RbdWriter(Writer):
             raise self.failure
 
     def _stuck(self) -> errors.BackendUnavailable:
+        self.timed_out = True
         self.driver._session_timed_out()
         return errors.BackendUnavailable(
             f"writes to image {self.image_id!r} did not finish (the Ceph cluster did "
@@ -785,6 +792,13 @@ class _RbdWriter(Writer):
         if not self.created:
             return
         self.created = False
+        if self.timed_out:
+            # The add already waited the timeout for the cluster: its error
+            # is not delayed by waiting again (writes may still be in flight,
+            # the image's watch registered); the store's next operation
+            # removes the image once the cluster answers.
+            self._later("the Ceph cluster did not answer in time", keep_open=True)
+            return
         if not self.settle():
             # Closing an image with writes in flight is not safe: leave it to
             # the store's next operation, once the writes have failed or landed.

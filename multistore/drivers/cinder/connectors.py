@@ -30,7 +30,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -41,10 +40,10 @@ MiB = 1024 * 1024
 ENTRY_POINTS = "multistore.cinder_connectors"
 BUILT_IN = {"rbd": "multistore.drivers.cinder.connectors:RbdConnection"}
 
-#: Writes in flight on one volume, and reads ahead of the consumer.
+#: Writes in flight on one volume (0: one synchronous write at a time), and
+#: the size of one read.
 WRITE_DEPTH = 4
-READ_PIECE = 1 * MiB
-READ_DEPTH = 8
+READ_PIECE = 4 * MiB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,11 +175,10 @@ class RbdConnection(Connection):
     def open(self, writable: bool) -> VolumeIO:
         if writable:
             wrapper = self._attached()["path"]
-            return RbdIO(wrapper.rbd_image.image, self.settings.timeout, owner=False)
+            return RbdIO(wrapper.rbd_image.image, self.settings.timeout)
         wrapper = self.connector._get_rbd_handle(self.info, read_only=True)
         _forget_conf(wrapper)
-        return RbdIO(wrapper.rbd_image.image, self.settings.timeout, owner=True,
-                     on_close=wrapper.close)
+        return RbdIO(wrapper.rbd_image.image, self.settings.timeout, on_close=wrapper.close)
 
     def extend(self, new_size: int) -> None:
         image = self._attached()["path"].rbd_image.image
@@ -206,16 +204,13 @@ def _forget_conf(wrapper: Any) -> None:
 
 
 class RbdIO(VolumeIO):
-    """Pipelined librbd I/O on one image: a few aio writes in flight, reads
-    in 1 MiB pieces with several ahead of the consumer."""
+    """librbd I/O on one image: a few aio writes in flight; plain reads."""
 
-    def __init__(self, image: Any, timeout: float, owner: bool,
-                 on_close: Any = None) -> None:
+    def __init__(self, image: Any, timeout: float, on_close: Any = None) -> None:
         import rbd  # type: ignore[import-not-found]
         self.rbd = rbd
         self.image = image
         self.timeout = timeout
-        self.owner = owner
         self.on_close = on_close
         self.in_flight = 0
         self.failure: int | None = None
@@ -225,6 +220,9 @@ class RbdIO(VolumeIO):
         return int(self.image.size())
 
     def write(self, offset: int, data: bytes | bytearray) -> None:
+        if not WRITE_DEPTH:
+            self.image.write(bytes(data), offset)
+            return
         with self.cond:
             self._wait(lambda: self.in_flight < WRITE_DEPTH or self.failure is not None)
             self._raise_failure()
@@ -263,28 +261,17 @@ class RbdIO(VolumeIO):
         self.image.flush()
 
     def read(self, offset: int, count: int) -> Iterator[bytes]:
-        pending: deque[tuple[Any, list[bytes | None], int]] = deque()
-        pos, end, delivered = offset, offset + count, 0
-        try:
-            while delivered < count:
-                while pos < end and len(pending) < READ_DEPTH:
-                    n = min(READ_PIECE - pos % READ_PIECE, end - pos)
-                    holder: list[bytes | None] = [None]
-                    pending.append((self.image.aio_read(pos, n, _keep(holder)), holder, n))
-                    pos += n
-                completion, holder, wanted = pending.popleft()
-                completion.wait_for_complete_and_cb()
-                ret = completion.get_return_value()
-                if ret < 0:
-                    raise OSError(-ret, f"reading the volume failed: {os.strerror(-ret)}")
-                if ret != wanted or holder[0] is None:
-                    raise errors.SizeMismatch(f"the volume returned {ret} bytes instead of "
-                                              f"{wanted} at offset {offset + delivered}")
-                delivered += wanted
-                yield holder[0]
-        finally:
-            for completion, _, _ in pending:
-                completion.wait_for_complete_and_cb()
+        # Plain 4 MiB reads: faster here than aio reads in flight (1.1-1.3 GB/s
+        # against 0.9-1.1 for 4 x 4 MiB and 8 x 1 MiB, measured on the test
+        # deployment: librbd's completions call back into Python).
+        pos, end = offset, offset + count
+        while pos < end:
+            data = self.image.read(pos, min(READ_PIECE, end - pos))
+            if not data:
+                raise errors.SizeMismatch(f"the volume ended at {pos} bytes, "
+                                          f"{end - pos} before the image's end")
+            pos += len(data)
+            yield data
 
     def close(self) -> None:
         with self.cond:
@@ -295,12 +282,6 @@ class RbdIO(VolumeIO):
         on_close, self.on_close = self.on_close, None
         if on_close is not None:
             on_close()
-
-
-def _keep(holder: list[bytes | None]) -> Any:
-    def done(completion: Any, data: bytes | None) -> None:
-        holder[0] = data
-    return done
 
 
 __all__ = ["Connection", "VolumeIO", "Settings", "connect", "connection_class",

@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import multistore
 from multistore import errors
 from multistore.drivers.cinder import CinderLocation
 from multistore.drivers.cinder.options import GLANCE_STORE_OPTIONS
-from multistore.testing import Generated, random_bytes
+from multistore.testing import Generated, properties, random_bytes
 from multistore.testing.conformance import _FailingSource
 
 MiB = 1024 * 1024
@@ -95,6 +97,23 @@ def test_locations_parse_and_format() -> None:
     # version-5 UUID, which Cinder (version 4) never gives a volume.
     missing = multi.with_image_id("not a uuid")
     assert missing.store == "netapp" and uuid.UUID(missing.volume_id).version == 5
+
+
+@settings(max_examples=300)
+@given(store=st.one_of(st.none(), properties.image_ids()), volume=st.uuids())
+def test_locations_round_trip_for_any_store_id(store: str | None, volume: uuid.UUID) -> None:
+    location = CinderLocation(str(volume), store)
+    assert CinderLocation.parse(location.format()) == location
+
+
+def test_arbitrary_strings_as_locations(make_cinder_stores: Callable[..., Any]) -> None:
+    """Arbitrary strings and near misses of real locations (multi-store and
+    legacy) are BadLocation, or NotFound from Cinder, or one store's image."""
+    stores = make_cinder_stores({"netapp": {}, "powerstore": {}})
+    result = stores.add(new_id(), b"real", 4)
+    legacy = f"cinder://{volume_of(result.location)}"
+    properties.check_arbitrary_locations(stores, examples=[result.location, legacy],
+                                         max_examples=150)
 
 
 # -- what a volume looks like ---------------------------------------------------------

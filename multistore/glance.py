@@ -150,7 +150,12 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
 
     @staticmethod
     def _prefix(driver: Driver[Any]) -> str:
-        """Where this store's URLs start (Glance matches locations to stores by it)."""
+        """Where this store's URLs start (Glance matches locations to stores by it).
+        A driver whose locations are not made from the image id (cinder's
+        name a volume) says it itself, with ``url_prefix()``."""
+        own = getattr(driver, "url_prefix", None)
+        if callable(own):
+            return str(own())
         try:
             probe = driver.location_for(_PROBE_ID).format()
         except (errors.MultistoreError, NotImplementedError, OSError):
@@ -202,6 +207,12 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
     @_translated
     def delete(self, location: Any, context: Any = None) -> None:
         self.stores.delete(location.get_store_uri(), store=self.store_id, context=context)
+
+    def is_image_associated_with_store(self, context: Any, volume_id: str) -> bool:
+        """Glance's question for a legacy ``cinder://<volume id>`` location:
+        is that volume this store's? (cinder: of its volume type)"""
+        check = getattr(self.stores[self.store_id].driver, "associated", None)
+        return bool(check is not None and check(volume_id, context))
 
     @_translated
     def set_acls(self, location: Any, public: bool = False, read_tenants: Any = None,

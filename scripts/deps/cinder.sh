@@ -36,7 +36,7 @@ PINS="cinder==$CINDER_VERSION psycopg2-binary==$PSYCOPG2_VERSION"
 CINDER_VENV=${MULTISTORE_CINDER_VENV:-/opt/multistore-cinder/venv-$CINDER_VERSION}
 MARKER=$CINDER_VENV/.multistore-installed
 GLANCE_STORE_VERSION=5.7.0
-GS_PINS="glance_store[cinder]==$GLANCE_STORE_VERSION"
+GS_PINS="glance_store[cinder]==$GLANCE_STORE_VERSION wheel==0.45.1"
 GS_VENV=${MULTISTORE_GLANCE_STORE_CINDER_VENV:-/opt/multistore-cinder/glance_store-$GLANCE_STORE_VERSION}
 PACKAGES=(postgresql-15 rabbitmq-server)
 
@@ -92,7 +92,8 @@ install_glance_store_venv() {
     rm -rf "$GS_VENV"
     "$PYTHON" -m venv "$GS_VENV"
     quiet_pip "$GS_VENV/bin/pip" install -q --upgrade pip
-    quiet_pip "$GS_VENV/bin/pip" install -q "$GS_PINS"
+    # shellcheck disable=SC2086
+    quiet_pip "$GS_VENV/bin/pip" install -q $GS_PINS
     bash scripts/deps/rbd.sh --link-python "$GS_VENV/bin/python"
     if ! out=$("$GS_VENV/bin/python" -c 'import glance_store._drivers.cinder.store, os_brick, cinderclient, rados, rbd' 2>&1); then
         echo "cinder.sh: $GS_VENV cannot import glance_store's cinder driver:" >&2

@@ -65,6 +65,7 @@ class CinderApi:
             raise errors.ConfigError(f"cannot read {ca}", option="cinder_ca_certificates_file")
         self.verify: bool | str = False if conf.cinder_api_insecure else (ca or True)
         self._lock = threading.Lock()
+        self._away_since = 0.0
         self._session: Any = None
         self._clients: dict[str, Any] = {}
         self.policy = RetryPolicy(attempts=self.retries, first_backoff=0.5, max_backoff=4.0,
@@ -250,9 +251,19 @@ class CinderApi:
 
     def call(self, fn: Callable[[], T], what: str, *, idempotent: bool = True) -> T:
         """``fn()``; again after a failure to connect, if ``idempotent``."""
-        if not idempotent:
-            return fn()
-        return self.policy.call(fn, what=what)
+        from keystoneauth1 import exceptions as ks_exc
+        try:
+            result = fn() if not idempotent else self.policy.call(fn, what=what)
+        except (ks_exc.ConnectTimeout, ks_exc.ConnectFailure):
+            self._away_since = self._away_since or time.monotonic()
+            raise
+        self._away_since = 0.0
+        return result
+
+    def away(self) -> bool:
+        """Whether the last call found Cinder down or silent (and none has
+        answered since): a cleanup would only wait for more timeouts."""
+        return bool(self._away_since)
 
     def wait(self, client: Any, volume_id: str, expected: str,
              transitional: Iterable[str] = TRANSITIONAL) -> Any:

@@ -41,7 +41,7 @@ from typing import Any
 
 from multistore import errors
 from multistore.config import CORE_GROUP
-from multistore.context import Context
+from multistore.context import Context, context_value
 from multistore.driver import Capabilities, Driver, Leftover, ReadStream, Stored, Writer
 from multistore.drivers.cinder import connectors
 from multistore.drivers.cinder.client import CinderApi, translate
@@ -143,9 +143,11 @@ class CinderDriver(Driver[CinderLocation]):
         self.host = socket.gethostname()
         self.process = f"{self.host}:{os.getpid()}:{_start_ticks(os.getpid())}"
         self._lock = threading.Lock()
+        self._props_lock = threading.Lock()
         self._shared: dict[str, _Shared] = {}
         self.volume_type: str | None = c.cinder_volume_type
         self._default_type: str | None = None
+        self._default_looked_up = False
         self._props: dict[str, Any] | None = None
         self._live: set[str] = set()
         self._stale: list[_Attachment] = []
@@ -198,14 +200,19 @@ class CinderDriver(Driver[CinderLocation]):
         (None if Cinder cannot say: then every type is this store's)."""
         if self.volume_type is not None:
             return self.volume_type
-        if self._default_type is None:
+        if not self._default_looked_up:
             try:
                 client = self.api.client(context, version="3.62")
                 self._default_type = str(self.api.call(client.volume_types.default,
                                                        "default volume type").name)
-            except Exception:  # an older Cinder
-                LOG.debug("store %s: Cinder's default volume type unknown", self.store_id,
-                          exc_info=True)
+                self._default_looked_up = True
+            except errors.WriteDenied:
+                raise
+            except Exception:  # an older Cinder (3.62 is Victoria's): not asked again
+                self._default_looked_up = True
+                LOG.warning("store %s: Cinder does not say its default volume type: "
+                            "volumes of any type count as this store's", self.store_id,
+                            exc_info=True)
         return self._default_type
 
     # -- locations ----------------------------------------------------------------
@@ -215,6 +222,11 @@ class CinderDriver(Driver[CinderLocation]):
 
     def _location(self, volume_id: str) -> CinderLocation:
         return CinderLocation(volume_id, None if self.legacy else self.store_id)
+
+    def url_prefix(self) -> str:
+        """Where this store's URLs start, as glance_store's cinder driver says
+        (``cinder://<store id>``; Glance appends ``/<volume id>``)."""
+        return "cinder://" if self.legacy else f"cinder://{quote(self.store_id)}"
 
     def location_for(self, image_id: str, context: Context = None) -> CinderLocation:
         """The volume holding this image in this store, found in Cinder; for an
@@ -364,7 +376,7 @@ class CinderDriver(Driver[CinderLocation]):
 
     def connector_properties(self) -> dict[str, Any]:
         """os-brick's description of this host (computed once)."""
-        with self._lock:
+        with self._props_lock:
             if self._props is None:
                 from os_brick.initiator import connector  # type: ignore[import-untyped]
                 from oslo_privsep import priv_context
@@ -596,7 +608,8 @@ class _CinderWriter(Writer):
                  size: int | None) -> None:
         self.driver, self.client, self.api = driver, client, driver.api
         self.context, self.image_id = context, image_id
-        project = self.api.project(context)
+        # glance_store's image_owner: the request's project (else the store's)
+        project = context_value(context, "project_id", "tenant") or self.api.project(context)
         self.token = driver.new_token()
         self.offset = 0
         self.volume: Any = None
@@ -726,6 +739,19 @@ class _CinderWriter(Writer):
             with contextlib.suppress(Exception):
                 if self.io is not None:
                     self.io.drain()
+            if self.api.away():
+                # Cinder did not answer the call that failed: more calls would
+                # only add their timeouts to the error. The volume is closed
+                # here; the sweep deletes its attachment and the volume.
+                io, self.io = self.io, None
+                attachment, self.attachment = self.attachment, None
+                try:
+                    if io is not None:
+                        io.close()
+                finally:
+                    if attachment is not None and attachment.connection is not None:
+                        attachment.connection.close()
+                raise errors.BackendUnavailable("Cinder is away")
             self._detach()
             volumes = [self.volume] if self.volume is not None else self._mine()
             for volume in volumes:

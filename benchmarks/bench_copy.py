@@ -16,8 +16,17 @@ Rows (each in a fresh subprocess, rounds interleaved, medians):
   at 50 %): the time a whole read takes, against a read of the healthy copy
   alone; the difference is what the switch costs.
 
-MB/s, client CPU seconds per GiB (user + system of the worker) and peak RSS
-(``VmHWM``). Stdlib only in the driver; workers run in the project's venv.
+With ``--rbd``, two more rows on a real Ceph cluster (the test harness's:
+one mon, one memstore OSD, 127.0.0.1:16793-16794, stopped by PID at the end;
+needs root on a fresh machine), between two rbd stores on two pools of it:
+
+* ``rbd/offload`` — ``copy(..., offload=True)``: librbd's ``Image.copy`` into
+  the other pool, then the copy read back once to hash and check it;
+* ``rbd/streamed`` — the same copy streamed: read, hash, write.
+
+MB/s, client CPU seconds per GiB (user + system of the worker, librbd's
+threads included) and peak RSS (``VmHWM``). Stdlib only in the driver;
+workers run in the project's venv.
 """
 
 from __future__ import annotations
@@ -31,11 +40,61 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MiB = 1024 * 1024
 ROWS = ["copy/offload", "copy/streamed", "failover/healthy", "failover/switch"]
+RBD_ROWS = ["rbd/offload", "rbd/streamed"]
+RBD_POOL2 = "images2"
+
+
+def rbd_worker(spec: dict) -> dict:
+    """A copy between two rbd stores on two pools of one cluster."""
+    import multistore
+    from multistore.sample import Generated
+    from multistore.testing import make_conf
+
+    size, tmp = spec["size"], spec["tmp"]
+    common = {"rbd_store_ceph_conf": spec["ceph_conf"], "rbd_store_user": spec["user"],
+              "rbd_store_chunk_size": 8, "rados_connect_timeout": 60}
+    sections: dict[str, Any] = {"DEFAULT": {"enabled_backends": {"a": "rbd", "b": "rbd"}},
+                                "glance_store": {"default_backend": "a"},
+                                "a": {**common, "rbd_store_pool": spec["pool"]},
+                                "b": {**common, "rbd_store_pool": RBD_POOL2}}
+    with multistore.load(make_conf(sections, tmp)) as stores:
+        source = stores.add("img", Generated(size, seed=1), size, store="a").location
+        t0, c0 = time.monotonic(), os.times()
+        copied, = stores.copy(source, ["b"], offload=spec["row"] == "rbd/offload")
+        seconds, c1 = time.monotonic() - t0, os.times()
+        for location in (copied.location, source):
+            stores.delete(location)
+    cpu = (c1.user - c0.user) + (c1.system - c0.system)
+    return {"seconds": seconds, "cpu": cpu,
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def start_ceph() -> tuple[Any, str]:
+    """The test harness's cluster with a second pool; (cluster, its directory)."""
+    import importlib.util
+    import tempfile
+    path = os.path.join(ROOT, "tests", "backends", "rbd.py")
+    spec = importlib.util.spec_from_file_location("multistore_ceph_harness", path)
+    assert spec is not None and spec.loader is not None
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    tmp = tempfile.mkdtemp(prefix="multistore-bench-copy-")
+    cluster = harness.CephCluster(os.path.join(tmp, "ceph"), 16793, 16794,
+                                  memstore_bytes=6 * 1024 * MiB)
+    try:
+        cluster.start()
+        cluster.add_pool(RBD_POOL2)
+    except BaseException:
+        cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return cluster, tmp
 
 
 def worker(spec: dict) -> dict:
@@ -45,6 +104,8 @@ def worker(spec: dict) -> dict:
     from multistore.testing import local_layout, make_conf
 
     row, size, tmp = spec["row"], spec["size"], spec["tmp"]
+    if row.startswith("rbd/"):
+        return rbd_worker(spec)
 
     class Dying(MemoryDriver):
         def open_reader(self, location, offset, length, context=None):
@@ -75,9 +136,9 @@ def worker(spec: dict) -> dict:
                 [copy, "memory://fragile/img"]
         t0, c0 = time.monotonic(), os.times()
         if row == "copy/offload":
-            stores.copy(source, ["b"])
+            stores.copy(source, ["b"], offload=True)
         elif row == "copy/streamed":
-            stores.copy(source, ["b"], offload=False)
+            stores.copy(source, ["b"])
         else:
             with stores.open_best(locations) as reader:
                 for _ in reader:
@@ -93,24 +154,37 @@ def main() -> None:
     p.add_argument("--size-mib", type=int, default=1024)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--python", default=os.path.join(ROOT, ".venv", "bin", "python"))
+    p.add_argument("--rbd", action="store_true",
+                   help="also the rbd rows, on a Ceph cluster started for the run")
+    p.add_argument("--only-rbd", action="store_true", help="only the rbd rows")
     p.add_argument("--worker")
     args = p.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
     size = args.size_mib * MiB
-    results: dict[str, list[dict]] = {row: [] for row in ROWS}
-    for round_ in range(args.rounds):
-        for row in (ROWS if round_ % 2 == 0 else ROWS[::-1]):
-            tmp = os.path.join(HERE, ".tmp", "copy")
-            shutil.rmtree(tmp, ignore_errors=True)
-            os.makedirs(tmp)
-            out = subprocess.run([args.python, __file__, "--worker",
-                                  json.dumps({"row": row, "size": size, "tmp": tmp})],
-                                 check=True, capture_output=True, text=True).stdout
-            results[row].append(json.loads(out.splitlines()[-1]))
-            shutil.rmtree(tmp, ignore_errors=True)
-            subprocess.run(["sync"], check=False)
+    rows = ([] if args.only_rbd else ROWS) + (RBD_ROWS if args.rbd or args.only_rbd else [])
+    results: dict[str, list[dict]] = {row: [] for row in rows}
+    cluster, ceph_tmp = start_ceph() if set(rows) & set(RBD_ROWS) else (None, "")
+    try:
+        for round_ in range(args.rounds):
+            for row in (rows if round_ % 2 == 0 else rows[::-1]):
+                tmp = os.path.join(HERE, ".tmp", "copy")
+                shutil.rmtree(tmp, ignore_errors=True)
+                os.makedirs(tmp)
+                spec = {"row": row, "size": size, "tmp": tmp}
+                if cluster is not None:
+                    spec.update(ceph_conf=cluster.conf_path, user=cluster.user,
+                                pool=cluster.pool)
+                out = subprocess.run([args.python, __file__, "--worker", json.dumps(spec)],
+                                     check=True, capture_output=True, text=True).stdout
+                results[row].append(json.loads(out.splitlines()[-1]))
+                shutil.rmtree(tmp, ignore_errors=True)
+                subprocess.run(["sync"], check=False)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+            shutil.rmtree(ceph_tmp, ignore_errors=True)
     gib = size / (1024 * MiB)
     print(f"| row ({args.size_mib} MiB, {args.rounds} rounds, medians) | MB/s | "
           f"client CPU s/GiB | peak RSS MiB |")
@@ -121,9 +195,14 @@ def main() -> None:
         cpu = statistics.median(r["cpu"] for r in runs) / gib
         rss = max(r["rss_mib"] for r in runs)
         print(f"| {row} | {size / med[row] / 1e6:,.0f} | {cpu:.2f} | {rss:.0f} |")
-    print(f"\noffload / streamed: {med['copy/streamed'] / med['copy/offload']:.2f}x; "
-          f"a switch at 50 % cost {med['failover/switch'] - med['failover/healthy']:+.3f} s "
-          "against reading the healthy copy alone")
+    if "copy/offload" in med:
+        print(f"\noffload / streamed: {med['copy/streamed'] / med['copy/offload']:.2f}x; "
+              f"a switch at 50 % cost "
+              f"{med['failover/switch'] - med['failover/healthy']:+.3f} s "
+              "against reading the healthy copy alone")
+    if "rbd/offload" in med:
+        print(f"rbd, two pools of one cluster: offload / streamed "
+              f"{med['rbd/streamed'] / med['rbd/offload']:.2f}x")
     sys.stdout.flush()
 
 

@@ -1,127 +1,351 @@
-"""Upload, download and copy-image of one image through the real Glance 33.
+"""Glance 33 with glance_store's drivers against Glance 33 with multistore's
+(through the adapter, multistore/glance.py): upload, download and copy-image
+of one image, same backends, interleaved, one run.
 
-    .venv/bin/python benchmarks/bench_glance.py [--size-mib 256] [--rounds 3]
+    .venv/bin/python benchmarks/bench_glance.py [--size-mib 1024] [--rounds 3]
+        [--backends file,rbd] [--out FILE]
 
-Glance runs as in the tests (tests/backends/glance.py: gunicorn, one gthread
-worker with 8 threads, SQLite) on 127.0.0.1:17390 with two stores of
-glance_store's file driver, ``a`` and ``b``. Each round: create an image,
-``PUT /file`` into ``a`` with Content-Length from a file in the page cache,
-``PUT /file`` of a second image chunked, ``GET /file`` of the whole image
-(md5 compared), copy-image of it to ``b`` (until the task ends), delete. Per
-step: MB/s (10^6 bytes/s) and the Glance worker's CPU seconds per GiB, from
-its /proc/<pid>/stat; at the end the worker's peak RSS (VmHWM) and the
-master's RSS. Also the time to start Glance (config, db_sync, first 200)
-and to restart it on the same database.
-The table shows medians with the range of the rounds. Everything is stopped
-by PID at the end; data lives in a temporary directory.
+Two Glance servers run as in the tests (tests/backends/glance.py: gunicorn,
+one ``gthread`` worker with 8 threads, SQLite), side by side, with the same
+worker settings and the same store ids:
+
+- **glance_store** on 127.0.0.1:17390: plain Glance, stores ``file1`` and
+  ``file2`` (its file driver) and ``rbd`` (its rbd driver; ``file3``, a
+  third file store, without the rbd backend);
+- **multistore** on 127.0.0.1:17391: Glance with this checkout built onto its
+  PYTHONPATH, the same stores as ``multistore_file`` and ``multistore_rbd``.
+
+The file stores of both live on one filesystem; the rbd stores share one
+Ceph cluster (one mon, one memstore OSD, 127.0.0.1:17380-17389) and pool.
+For each backend in ``--backends``, each round and each way (the order of
+the ways reversed every other round): create an image, ``PUT /file`` into
+that backend's store (Content-Length, from a file in the page cache),
+``GET /file`` whole (read and dropped; md5 checked by one untimed download
+per way), copy-image to the two other stores (until the task ends), delete.
+
+Per step: MB/s (10^6 bytes/s); the Glance worker's CPU seconds per GiB (all
+its threads, /proc/<pid>/stat) and those of its busiest thread; the client's
+(this process, which sends and receives the bytes on the same 2 cores); the
+Ceph daemons'; the worker's peak RSS during the step (VmHWM, reset before
+each step through /proc/<pid>/clear_refs). A file store's download is timed
+from the disk (the file's pages dropped first: multistore's file store drops
+what it writes, glance_store's keeps it) and from the page cache.
+``--ms-chunk-size``/``--ms-buffers`` set the multistore Glance's
+``[glance_store] stream_chunk_size``/``stream_buffers``.
+The table shows medians with the range of the rounds.
+
+What 2 cores allow, computed in the same run: md5 and sha512 over 1 GiB in
+this process (CPU s/GiB each), and for each upload its bound,
+``min(2 cores / (worker + client + Ceph CPU s/GiB), 1 / busiest thread
+CPU s/GiB)``; Glance's own per-GiB CPU is the worker's less the hashing.
+Everything is stopped by PID at the end; data lives in a temporary
+directory (``--tmp``, default the system's).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import importlib.util
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("multistore_glance_harness",
-                                               ROOT / "tests" / "backends" / "glance.py")
-harness = importlib.util.module_from_spec(_spec)   # type: ignore[arg-type]
-sys.modules[_spec.name] = harness                  # type: ignore[union-attr]
-_spec.loader.exec_module(harness)                  # type: ignore[union-attr]
-
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-PORT = 17390
+PORTS = {"glance_store": 17390, "multistore": 17391}
+CEPH_PORTS = (17380, 17381)
+CEPH_OSD_PORTS = (17382, 17389)
+WAYS = tuple(PORTS)
+SOURCE = {"file": "file1", "rbd": "rbd"}
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])     # utime + stime
-    return total / os.sysconf("SC_CLK_TCK")
+def _load(name: str, path: Path) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)   # type: ignore[arg-type]
+    sys.modules[name] = module
+    spec.loader.exec_module(module)                  # type: ignore[union-attr]
+    return module
 
 
-def timed(server: Any, size: int, fn: Any) -> tuple[float, float]:
-    """(MB/s, worker CPU s per GiB) of ``fn()``."""
-    workers = server.worker_pids()
-    cpu0, t0 = cpu_seconds(workers), time.perf_counter()
-    fn()
-    seconds, cpu = time.perf_counter() - t0, cpu_seconds(workers) - cpu0
-    return size / seconds / 1e6, cpu * GiB / size
+harness = _load("multistore_glance_harness", ROOT / "tests" / "backends" / "glance.py")
+ceph_harness = _load("multistore_ceph_harness_bench", ROOT / "tests" / "backends" / "rbd.py")
+
+
+# -- CPU accounting -------------------------------------------------------------
+
+def _ticks(stat_path: str) -> int:
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])          # utime + stime
+
+
+def process_cpu(pids: list[int]) -> float:
+    return sum(_ticks(f"/proc/{pid}/stat") for pid in pids) / TICK
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out[int(tid)] = _ticks(f"/proc/{pid}/task/{tid}/stat") / TICK
+        except OSError:
+            continue                                  # a thread that ended
+    return out
+
+
+class Meter:
+    """Wall time and CPU seconds of a Glance worker (all threads, and the
+    busiest one), of this process and of the Ceph daemons, around one step."""
+
+    def __init__(self, server: Any, ceph: Any) -> None:
+        self.worker = server.worker_pids()[0]
+        self.ceph = [p for p in (ceph.pid(d) for d in ceph.DAEMONS) if p] if ceph else []
+
+    def run(self, fn: Callable[[], Any]) -> dict[str, float]:
+        # Reset the worker's peak RSS (VmHWM), so each step has its own.
+        Path(f"/proc/{self.worker}/clear_refs").write_text("5")
+        threads0 = thread_cpu(self.worker)
+        worker0, ceph0 = process_cpu([self.worker]), process_cpu(self.ceph)
+        client0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - t0
+        client = time.process_time() - client0
+        threads1 = thread_cpu(self.worker)
+        busiest = max((c - threads0.get(t, 0.0) for t, c in threads1.items()), default=0.0)
+        return {"seconds": seconds, "worker": process_cpu([self.worker]) - worker0,
+                "busiest": busiest, "client": client,
+                "ceph": process_cpu(self.ceph) - ceph0,
+                "rss": harness._proc_status_kib(self.worker, "VmHWM") / 1024}
+
+
+def hash_cpu_per_gib(algo: str) -> float:
+    """CPU seconds one thread spends hashing 1 GiB with ``algo``."""
+    block = os.urandom(64 * MiB)
+    hasher = hashlib.new(algo, usedforsecurity=False)
+    t0 = time.process_time()
+    for _ in range(GiB // len(block)):
+        hasher.update(block)
+    return time.process_time() - t0
+
+
+# -- the servers ------------------------------------------------------------------
+
+def store_config(way: str, backends: list[str], ceph: Any) -> dict[str, tuple[str, dict]]:
+    prefix = "multistore_" if way == "multistore" else ""
+    stores: dict[str, tuple[str, dict]] = {
+        "file1": (prefix + "file", {}), "file2": (prefix + "file", {})}
+    if "rbd" in backends:
+        stores["rbd"] = (prefix + "rbd", {
+            "rbd_store_ceph_conf": ceph.conf_path, "rbd_store_user": ceph.user,
+            "rbd_store_pool": ceph.pool, "rados_connect_timeout": 30})
+    else:
+        stores["file3"] = (prefix + "file", {})    # copy-image still goes to two stores
+    return stores
+
+
+def download(client: Any, image: str, size: int) -> None:
+    """``GET /file`` whole, read in 1 MiB pieces and dropped."""
+    conn = http.client.HTTPConnection(client.host, client.port, timeout=600)
+    try:
+        conn.request("GET", f"/v2/images/{image}/file", headers=client.identity)
+        resp = conn.getresponse()
+        got = 0
+        buf = bytearray(MiB)
+        while n := resp.readinto(buf):
+            got += n
+        if (resp.status, got) != (200, size):
+            raise RuntimeError(f"download of {image}: {resp.status}, {got} bytes")
+    finally:
+        conn.close()
+
+
+def cached(path: Path, cached: bool) -> None:
+    """Put a file's pages in the page cache (read it) or out of it (sync, drop)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if cached:
+            while os.read(fd, 16 * MiB):
+                pass
+        else:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def round_of(way: str, server: Any, ceph: Any, backend: str, source: Path, size: int,
+             md5: str, verify: bool) -> dict[str, dict[str, float]]:
+    client = server.client(timeout=900)
+    meter = Meter(server, ceph)
+    store = SOURCE[backend]
+    targets = [s for s in server.stores if s != store]
+    image = client.create_image(name=f"bench-{backend}")["id"]
+
+    def upload() -> None:
+        with open(source, "rb") as f:
+            client.upload(image, f, size, store=store)
+
+    def copy() -> None:
+        client.copy_image(image, stores=targets)
+        client.wait_stores(image, [store, *targets], timeout=1800)
+
+    out = {"upload": meter.run(upload)}
+    if verify:
+        got = client.download(image)
+        if (got.status, got.md5) != (200, md5):
+            raise RuntimeError(f"{way}: the image read back differs: {got}")
+    if backend == "file":
+        # multistore's file store drops what it wrote from the page cache
+        # (write-behind), glance_store's keeps it: read each from the disk,
+        # then each from the page cache.
+        path = server.store_dir(store) / image
+        cached(path, False)
+        out["download (from disk)"] = meter.run(lambda: download(client, image, size))
+        cached(path, True)
+        out["download (page cache)"] = meter.run(lambda: download(client, image, size))
+    else:
+        out["download"] = meter.run(lambda: download(client, image, size))
+    out[f"copy-image to {' + '.join(targets)}"] = meter.run(copy)
+    client.delete(image)
+    return out
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--backends", default="file,rbd",
+                        help="comma-separated: file, rbd")
+    parser.add_argument("--tmp", default=None, help="directory for the data")
+    parser.add_argument("--out", default=None, help="also write the report here")
+    parser.add_argument("--ms-chunk-size", type=int, default=None,
+                        help="[glance_store] stream_chunk_size of the multistore Glance")
+    parser.add_argument("--ms-buffers", type=int, default=None,
+                        help="[glance_store] stream_buffers of the multistore Glance")
     args = parser.parse_args()
+    backends = [b for b in args.backends.split(",") if b]
     size = args.size_mib * MiB
-    results: dict[str, list[tuple[float, float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-glance-") as tmp:
-        source = Path(tmp) / "image.raw"
+    results: dict[tuple[str, str, str], list[dict[str, float]]] = {}
+    servers: dict[str, Any] = {}
+    ceph = None
+    with tempfile.TemporaryDirectory(prefix="bench-glance-", dir=args.tmp) as tmp_name:
+        tmp = Path(tmp_name)
+        source = tmp / "image.raw"
         md5 = hashlib.md5(usedforsecurity=False)
         with open(source, "wb") as f:
             for piece in harness.iter_bytes(size, seed=7):
                 f.write(piece)
                 md5.update(piece)
-        server = harness.GlanceServer(Path(tmp) / "glance", PORT,
-                                      {"a": ("file", {}), "b": ("file", {})})
-        server.start()
+        build = harness.build_multistore(tmp / "multistore")
         try:
-            client = server.client()
-            rss_idle = server.rss_kib()
-            for _ in range(args.rounds):
-                image = client.create_image(name="bench")["id"]
-                other = client.create_image(name="bench-chunked")["id"]
-
-                def upload(image: str = image) -> None:
-                    with open(source, "rb") as f:
-                        client.upload(image, f, size, store="a")
-
-                def upload_chunked(other: str = other) -> None:
-                    with open(source, "rb") as f:
-                        client.upload(other, iter(lambda f=f: f.read(MiB), b""), store="a")
-
-                def download(image: str = image) -> None:
-                    got = client.download(image)
-                    assert (got.status, got.md5) == (200, md5.hexdigest()), got
-
-                def copy(image: str = image) -> None:
-                    client.copy_image(image, stores=["b"])
-                    client.wait_stores(image, ["a", "b"], timeout=600)
-
-                for name, fn in (("upload (Content-Length)", upload),
-                                 ("upload (chunked)", upload_chunked),
-                                 ("download", download), ("copy-image to 1 store", copy)):
-                    results.setdefault(name, []).append(timed(server, size, fn))
-                client.delete(image)
-                client.delete(other)
-            rss = server.rss_kib()
-            first_start = server.start_seconds
-            server.restart()
+            if "rbd" in backends:
+                ceph = ceph_harness.CephCluster(tmp / "ceph", *CEPH_PORTS,
+                                                bind_ports=CEPH_OSD_PORTS,
+                                                memstore_bytes=2 * size + 2 * GiB)
+                ceph.start()
+            core = {k: v for k, v in (("stream_chunk_size", args.ms_chunk_size),
+                                      ("stream_buffers", args.ms_buffers)) if v}
+            for way in WAYS:
+                servers[way] = harness.GlanceServer(
+                    tmp / way, PORTS[way], store_config(way, backends, ceph),
+                    default_backend="file1",
+                    python_path=[build] if way == "multistore" else [],
+                    file_types=("file", "multistore_file"),
+                    extra_conf={"glance_store": core} if way == "multistore" and core else None)
+                servers[way].start()
+            idle = {way: s.rss_kib() for way, s in servers.items()}
+            for n in range(args.rounds):
+                order = WAYS if n % 2 == 0 else tuple(reversed(WAYS))
+                for backend in backends:
+                    for way in order:
+                        steps = round_of(way, servers[way], ceph,
+                                         backend, source, size, md5.hexdigest(), n == 0)
+                        for step, row in steps.items():
+                            results.setdefault((backend, step, way), []).append(row)
+                        print(f"round {n + 1} {backend} {way}: " + ", ".join(
+                            f"{s} {size / r['seconds'] / 1e6:.0f} MB/s"
+                            for s, r in steps.items()), file=sys.stderr, flush=True)
+            peak = {way: s.rss_kib() for way, s in servers.items()}
         finally:
-            server.stop()
-    print(f"Glance {harness.GLANCE_VERSION}, glance_store's file driver, "
-          f"{args.size_mib} MiB, {args.rounds} rounds, medians (min-max)\n")
-    print("| step | MB/s | worker CPU s/GiB |\n|---|---|---|")
-    for name, rows in results.items():
-        speeds, cpus = [r[0] for r in rows], [r[1] for r in rows]
-        print(f"| {name} | {statistics.median(speeds):.0f} ({min(speeds):.0f}-"
-              f"{max(speeds):.0f}) | {statistics.median(cpus):.2f} |")
-    print(f"\nstart (config + db_sync + first 200): {first_start:.1f} s, restart on the "
-          f"same database: {server.start_seconds:.1f} s; "
-          f"worker RSS idle {rss_idle['worker'] / 1024:.0f} MiB, peak "
-          f"{rss['worker_peak'] / 1024:.0f} MiB; master RSS {rss['master'] / 1024:.0f} MiB")
+            for server in servers.values():
+                server.stop()
+            if ceph is not None:
+                ceph.stop()
+    hashing = {algo: hash_cpu_per_gib(algo) for algo in ("md5", "sha512")}
+    text = report(results, size, args, hashing, idle, peak)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
     return 0
+
+
+def report(results: dict[tuple[str, str, str], list[dict[str, float]]], size: int,
+           args: argparse.Namespace, hashing: dict[str, float],
+           idle: dict[str, dict[str, int]], peak: dict[str, dict[str, int]]) -> str:
+    def per_gib(rows: list[dict[str, float]], key: str) -> float:
+        return statistics.median(r[key] * GiB / size for r in rows)
+
+    def speeds(rows: list[dict[str, float]]) -> list[float]:
+        return [size / r["seconds"] / 1e6 for r in rows]
+
+    def cell(rows: list[dict[str, float]]) -> str:
+        s = speeds(rows)
+        return f"{statistics.median(s):.0f} ({min(s):.0f}-{max(s):.0f})"
+
+    hash_total = hashing["md5"] + hashing["sha512"]
+    lines = [
+        f"Glance {harness.GLANCE_VERSION}, {args.size_mib} MiB, {args.rounds} rounds "
+        f"interleaved, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; medians (min-max); "
+        "CPU in s/GiB.", "",
+        "| backend | step | glance_store MB/s | multistore MB/s | ratio | "
+        "worker CPU gs / ms | busiest thread gs / ms | client CPU gs / ms | "
+        "Ceph CPU gs / ms | worker peak RSS MiB gs / ms |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
+    bounds = []
+    for backend, step in dict.fromkeys((b, s) for b, s, _ in results):
+        gs, ms = results[(backend, step, "glance_store")], results[(backend, step, "multistore")]
+        ratios = [m / g for g, m in zip(speeds(gs), speeds(ms), strict=True)]
+        lines.append(
+            f"| {backend} | {step} | {cell(gs)} | {cell(ms)} | "
+            f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | "
+            + " | ".join(f"{per_gib(gs, k):.2f} / {per_gib(ms, k):.2f}"
+                         for k in ("worker", "busiest", "client", "ceph"))
+            + f" | {max(r['rss'] for r in gs):.0f} / {max(r['rss'] for r in ms):.0f} |")
+        if step == "upload":
+            for way, rows in (("glance_store", gs), ("multistore", ms)):
+                cpu = per_gib(rows, "worker") + per_gib(rows, "client") + per_gib(rows, "ceph")
+                cores = (os.cpu_count() or 2) / cpu
+                thread = 1 / per_gib(rows, "busiest")
+                bounds.append(
+                    f"| {backend} | {way} | {statistics.median(speeds(rows)):.0f} | "
+                    f"{per_gib(rows, 'worker') - hash_total:.2f} | {GiB * cores / 1e6:.0f} | "
+                    f"{GiB * thread / 1e6:.0f} | {GiB * min(cores, thread) / 1e6:.0f} |")
+    lines += [
+        "", f"Hashing in this process, one thread each: md5 {hashing['md5']:.2f}, "
+        f"sha512 {hashing['sha512']:.2f}, together {hash_total:.2f} CPU s/GiB.", "",
+        "What the CPU allows an upload (MB/s): 2 cores over the worker + client + Ceph "
+        "CPU per GiB, and one core over the busiest thread's.", "",
+        "| backend | way | measured | Glance's own CPU s/GiB (worker less hashing) | "
+        "2-core bound | busiest-thread bound | bound |", "|---|---|---|---|---|---|---|",
+        *bounds, "",
+        "Glance worker RSS (MiB): " + "; ".join(
+            f"{way} idle {idle[way]['worker'] / 1024:.0f}, at the end "
+            f"{peak[way]['worker'] / 1024:.0f}" for way in WAYS)
+        + ". Peak RSS per step: the highest of the rounds, VmHWM reset before each step."
+        + (f" multistore's [glance_store]: stream_chunk_size {args.ms_chunk_size}, "
+           f"stream_buffers {args.ms_buffers}." if args.ms_chunk_size or args.ms_buffers
+           else "")]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,13 @@
   from the file, without the core's md5/sha512: what the driver itself
   costs, against ``rbd import``.
 
+``--variant LABEL=PYTHON`` (repeatable) adds the multistore and driver-alone
+ways run by another interpreter, another checkout's venv (``multistore
+[LABEL]``): a before/after comparison in one run, on one cluster.
+
 Every measurement runs in a fresh process, so its peak RSS is its own;
-rounds alternate the three ways, the table shows medians. The cluster is
+rounds interleave the ways (in reverse order every other round), the table
+shows medians. The cluster is
 the test harness's (one mon, one memstore OSD, cephx, 127.0.0.1:16795-16796)
 and is stopped by PID at the end. Needs root on a fresh machine (installs
 Ceph through the harness).
@@ -76,13 +81,16 @@ def worker_multistore(args: argparse.Namespace) -> dict[str, Any]:
             with open(args.file, "rb", buffering=0) as f:
                 while n := f.readinto(buf):
                     writer.write(buf[:n])
-            extra = {"location": writer.commit().location}
+            location = writer.commit().location    # a str before the typed locations
+            extra = {"location": location if isinstance(location, str) else location.format()}
         elif args.op == "add":
             with open(args.file, "rb") as f:
                 result = stores.add(args.image, f, args.size)
             extra = {"location": result.location, "md5": result.checksum}
         elif args.worker == "driver":
-            stream = driver.open_reader(args.location, 0, None)
+            store = stores["ceph"]
+            location = store.locate(args.location) if hasattr(store, "locate") else args.location
+            stream = driver.open_reader(location, 0, None)
             n = sum(len(chunk) for chunk in stream)
             stream.close()
             assert n == args.size, n
@@ -221,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tmp")
     p.add_argument("--ways", default=",".join(WAYS),
                    help="comma-separated subset of: " + ", ".join(WAYS))
+    p.add_argument("--variant", action="append", default=[], metavar="LABEL=PYTHON",
+                   help="also run the multistore and driver-alone ways with this "
+                        "interpreter (another checkout's venv), labelled LABEL")
     # worker mode
     p.add_argument("--worker", choices=["multistore", "driver", "glance", "hashlimit"])
     p.add_argument("--op", choices=["add", "get"])
@@ -237,13 +248,26 @@ def main(argv: list[str] | None = None) -> int:
         return run_worker(args)
 
     harness = load_harness()
-    glance_python = ensure_glance_venv()
+    ways = [way for way in WAYS if way in args.ways.split(",")]
+    glance_python = ensure_glance_venv() if "glance_store" in ways else ""
+    # way -> (interpreter, worker) for the ways run by a Python worker
+    runners = {"multistore": (sys.executable, "multistore"),
+               DRIVER_ALONE: (sys.executable, "driver"),
+               "glance_store": (glance_python, "glance")}
+    for variant in args.variant:
+        label, sep, python = variant.partition("=")
+        if not sep or not os.access(python, os.X_OK):
+            p.error(f"--variant {variant!r}: expected LABEL=PYTHON (an executable)")
+        for way, worker in (("multistore", "multistore"), (DRIVER_ALONE, "driver")):
+            if way in ways:
+                ways.append(f"{way} [{label}]")
+                runners[f"{way} [{label}]"] = (python, worker)
     tmp = Path(tempfile.mkdtemp(prefix="multistore-bench-rbd-"))
     cluster = harness.CephCluster(tmp / "ceph", 16795, 16796, memstore_bytes=6 * 1024 * MiB)
     size = args.size_mib * MiB
     # results[way][op]: one dict per round (seconds, cpu, cluster_cpu, maxrss_mib)
     results: dict[str, dict[str, list[dict[str, float]]]] = {
-        k: {"add": [], "get": []} for k in WAYS if k in args.ways.split(",")}
+        way: {"add": [], "get": []} for way in ways}
     try:
         cluster.start()
         data = tmp / "image.raw"
@@ -261,10 +285,13 @@ def main(argv: list[str] | None = None) -> int:
             sample: dict[str, Any] = run(*a, **kw)
             sample["cluster_cpu"] = _cluster_cpu(cluster) - before
             results[way][op].append(sample)
+            print(f"  {way} {op}: {size / 1e6 / sample['seconds']:.0f} MB/s, CPU "
+                  f"{sample['cpu']:.1f} + {sample['cluster_cpu']:.1f} s, peak RSS "
+                  f"{sample['maxrss_mib']:.0f} MiB", file=sys.stderr)
             return sample
 
         for rnd in range(args.rounds):
-            for way in results:
+            for way in list(results)[::-1 if rnd % 2 else 1]:
                 image = f"bench-{uuid.uuid4()}"
                 if way == "rbd CLI":
                     measure(way, "add", _run_child,
@@ -281,9 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                     measure(way, "add", _python_worker, sys.executable, "hashlimit", "add",
                             common, file=str(data))
                     continue
-                python, worker = {"multistore": (sys.executable, "multistore"),
-                                  DRIVER_ALONE: (sys.executable, "driver"),
-                                  "glance_store": (glance_python, "glance")}[way]
+                python, worker = runners[way]
                 added = measure(way, "add", _python_worker, python, worker, "add", common,
                                 file=str(data), image=image)
                 measure(way, "get", _python_worker, python, worker, "get", common,
@@ -329,7 +354,7 @@ def report(results: dict[str, dict[str, list[dict[str, float]]]],
     for way in results:
         (am, ac, ar), (gm, gc, gr) = cells(way, "add"), cells(way, "get")
         print(f"| {way} | {am} | {gm} | {ac} | {gc} | {ar} | {gr} |")
-    if len(results) < len(WAYS):
+    if not all(way in results for way in WAYS):
         return          # the ratios below need every way
     m, g, c, d, h = WAYS
     print(f"\nadd: multistore / glance_store = {mbps(m, 'add') / mbps(g, 'add'):.2f}x "

@@ -37,6 +37,7 @@ import tempfile
 import textwrap
 import time
 import uuid
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GLANCE_VENV = ROOT / ".bench" / "venv-glance"
@@ -225,12 +226,28 @@ def main() -> int:
                         help="Swift server workers (object/container/account servers "
                              "and the Keystone proxy); 0 = one process each")
     parser.add_argument("--only", default="multistore,glance_store,swift-cli")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=PYTHON",
+                        help="also run multistore with another interpreter (another "
+                             "checkout's venv, say the previous main), interleaved, "
+                             "as 'multistore@NAME'")
+    parser.add_argument("--get-ways", action="store_true",
+                        help="instead: what the Swift servers spend per GiB on GETs of "
+                             "one large object read in different ways (through the "
+                             "SLO/DLO middleware or segment by segment; 64 KiB or "
+                             "1 MiB reads), tempauth, first size only")
     args = parser.parse_args()
     sizes = [int(s) * MiB for s in args.sizes_mib.split(",")]
+    if args.get_ways:
+        return get_ways(sizes[0], args.rounds, args.workers)
+    variants = {"": sys.executable}
+    for spec in args.variant:
+        name, _, python = spec.partition("=")
+        variants["@" + name] = python
     tools = []
     for tool in args.only.split(","):
         if tool == "multistore":
-            tools += [f"multistore c={c}" for c in args.concurrency.split(",")]
+            tools += [f"multistore{v} c={c}" for v in variants
+                      for c in args.concurrency.split(",")]
         else:
             tools.append(tool)
 
@@ -242,6 +259,7 @@ def main() -> int:
     keystone = harness.KeystoneServer(work / "keystone", 16010)
     # samples[(size, tool, op)] = [{"seconds", "cpu", "server_cpu", "rss"}, ...]
     samples: dict[tuple[int, str, str], list[dict[str, float]]] = {}
+    failures: dict[str, int] = {}
     try:
         swift.start()
         keystone.start("http://127.0.0.1:16004")
@@ -264,11 +282,26 @@ def main() -> int:
         def one(size: int, tool: str, op: str, image_id: str, conf_dir: pathlib.Path) -> None:
             before = group_cpu(servers)
             if tool.startswith("multistore") or tool == "glance_store":
-                worker = [sys.executable, "-c", MULTISTORE_WORKER] \
+                variant = tool.partition(" ")[0][len("multistore"):]
+                # -P: import multistore from the variant's own install, not
+                # from the current directory.
+                worker = [variants[variant], "-P", "-c", MULTISTORE_WORKER] \
                     if tool.startswith("multistore") else [str(glance_python), "-c", GLANCE_WORKER]
                 extra = [tool.partition("c=")[2]] if tool.startswith("multistore") else []
-                out, _, _, rss = run(worker + [op, str(conf_dir), str(refs), image_id,
-                                               str(size), *extra])
+                for attempt in range(3):
+                    before = group_cpu(servers)
+                    try:
+                        out, _, _, rss = run(worker + [op, str(conf_dir), str(refs),
+                                                       image_id, str(size), *extra])
+                        break
+                    except RuntimeError as exc:
+                        # An add that fails is counted and run again (it left
+                        # nothing: the id is free), a get or delete fails the run.
+                        if op != "add" or attempt == 2:
+                            raise
+                        failures[tool] = failures.get(tool, 0) + 1
+                        print(f"{tool} add failed, run again: {str(exc)[-300:]}",
+                              file=sys.stderr, flush=True)
                 timed = json.loads(out)
                 seconds, cpu = timed["seconds"], timed["cpu"]
             else:
@@ -312,6 +345,76 @@ def main() -> int:
         keystone.stop()
         shutil.rmtree(work, ignore_errors=True)
     report(samples, sizes, tools, args.rounds, hash_cpu_per_gib())
+    for tool, count in failures.items():
+        print(f"{tool}: {count} add(s) failed and were run again")
+    return 0
+
+
+def get_ways(size: int, rounds: int, workers: int) -> int:
+    """Server CPU per GiB of GETs by way of reading (see --get-ways)."""
+    import swiftclient  # type: ignore[import-untyped]
+
+    harness = load_harness()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-swift-ways-"))
+    swift = harness.SwiftAIO(work / "swift", 16000, workers=workers)
+    try:
+        swift.start()
+        servers = set(swift.pids.values())
+
+        def connect() -> Any:
+            return swiftclient.Connection(authurl=swift.auth_url, user="test:tester",
+                                          key=swift.users["test:tester"], retries=0)
+        conn = connect()
+        conn.put_container("w")
+        conn.put_container("w_segments")
+        block = os.urandom(BLOCK)
+        segments, left = [], size
+        while left:
+            n = min(SEGMENT, left)
+            name = f"s/{len(segments):04d}"
+            etag = conn.put_object("w_segments", name, (block * (n // BLOCK + 1))[:n])
+            segments.append((name, etag, n))
+            left -= n
+        conn.put_object("w", "slo", json.dumps([{"path": f"/w_segments/{n}", "etag": e,
+                                                 "size_bytes": b} for n, e, b in segments]),
+                        query_string="multipart-manifest=put")
+        conn.put_object("w", "dlo", b"", headers={"X-Object-Manifest": "w_segments/s/"})
+
+        def whole(name: str, chunk: int) -> int:
+            c = connect()
+            got = sum(map(len, c.get_object("w", name, resp_chunk_size=chunk)[1]))
+            c.close()
+            return got
+
+        def direct(chunk: int) -> int:
+            c = connect()
+            got = sum(sum(map(len, c.get_object("w_segments", n, resp_chunk_size=chunk,
+                                                headers={"If-Match": e})[1]))
+                      for n, e, _ in segments)
+            c.close()
+            return got
+        ways = {f"{what}, {chunk // 1024} KiB reads": (what, chunk)
+                for what in ("SLO via proxy", "DLO via proxy", "segments directly")
+                for chunk in (64 * 1024, MiB)}
+        samples: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
+        for rnd in range(rounds):
+            for way in (list(ways) if rnd % 2 == 0 else list(ways)[::-1]):
+                what, chunk = ways[way]
+                before, start = group_cpu(servers), time.monotonic()
+                got = direct(chunk) if what.startswith("segments") else \
+                    whole("slo" if what.startswith("SLO") else "dlo", chunk)
+                assert got == size, got
+                samples[way].append((group_cpu(servers) - before, time.monotonic() - start))
+    finally:
+        swift.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    gib = size / (1024 * MiB)
+    print(f"\nGET of {size // MiB} MiB in {SEGMENT}-byte segments, medians of {rounds} rounds\n")
+    print("| way | Swift servers CPU s/GiB | MB/s |")
+    print("|---|---|---|")
+    for way, xs in samples.items():
+        print(f"| {way} | {statistics.median(x[0] for x in xs) / gib:.2f} | "
+              f"{size / 1e6 / statistics.median(x[1] for x in xs):.0f} |")
     return 0
 
 

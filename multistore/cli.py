@@ -148,7 +148,12 @@ def parser() -> argparse.ArgumentParser:
     target = s.add_mutually_exclusive_group(required=True)
     target.add_argument("--to", nargs="+", metavar="STORE")
     target.add_argument("--all-stores", action="store_true")
+    s.add_argument("--offload", action="store_true",
+                   help="let a backend copy inside itself where it can (the copy is "
+                        "read back to check it)")
     s.add_argument("--store", help="the source store (default: found from the location)")
+    s.add_argument("--id", help="the image id of the copies (default: the location's; "
+                                "needed for a web URL whose last path segment is no valid id)")
     s.add_argument("--no-progress", action="store_true")
 
     s = sub.add_parser("sweep", help="find and remove what killed writers left behind")
@@ -172,6 +177,8 @@ def parser() -> argparse.ArgumentParser:
                    help="delete each source once every copy of it verified")
     s.add_argument("--parallel", type=int, default=1, metavar="N")
     s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--offload", action="store_true",
+                   help="let a backend copy inside itself where it can")
     s.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("check-config", help="load every store and report problems")
@@ -334,7 +341,7 @@ def cmd_move(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
     failed = 0
     for result in stores.move(records, args.to, delete_source=args.delete_source,
                               journal=args.journal, parallel=args.parallel,
-                              dry_run=args.dry_run,
+                              dry_run=args.dry_run, offload=args.offload,
                               progress=None if quiet else
                               (lambda image_id: _progress(args, f"  {image_id}", err))):
         line = result.as_json()
@@ -360,7 +367,8 @@ def cmd_delete(stores: multistore.StoreSet, args: argparse.Namespace, err: TextI
 def cmd_copy(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO) -> Any:
     bar = _progress(args, "copy", err)
     results = stores.copy(args.location, "all" if args.all_stores else args.to,
-                          store=args.store, progress=bar)
+                          store=args.store, image_id=args.id, progress=bar,
+                          offload=args.offload)
     bar.close()
     return [_result(r) for r in results]
 

@@ -22,8 +22,10 @@ multistore depends on glance_store.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -41,8 +43,10 @@ from multistore.store import Store as MultistoreStore
 from multistore.storeset import StoreSet
 
 LOG = logging.getLogger(__name__)
-#: The stand-in id used to find where a store puts its images (its URL prefix).
-_PROBE_ID = "multistore-url-prefix-probe"
+MiB = 1024 * 1024
+#: Two stand-in ids, alike in shape, unlike in every character: the URL
+#: prefix of a store is what their locations have in common.
+_PROBE_IDS = ("00000000-0000-4000-8000-000000000000", "ffffffff-ffff-4fff-bfff-ffffffffffff")
 
 
 class StoreLocation(gs_location.StoreLocation):  # type: ignore[misc]
@@ -63,6 +67,27 @@ class StoreLocation(gs_location.StoreLocation):  # type: ignore[misc]
     def __repr__(self) -> str:
         return f"<StoreLocation {redact(self.url or '')!r}>"
 
+
+def _glance_core_opts() -> list[cfg.Opt]:
+    opts = []
+    for opt in config.CORE_OPTS:
+        if opt.dest in ("stream_chunk_size", "stream_buffers"):
+            opt = copy.deepcopy(opt)
+            opt.default = {"stream_chunk_size": MiB, "stream_buffers": 4}[opt.dest]
+            opts.append(opt)
+    return opts
+
+
+#: The core's buffer options in Glance's ``[glance_store]``, with defaults
+#: for Glance: 1 MiB reads. Glance's request path (gunicorn's body reader,
+#: webob, the format inspector, CooperativeReader, LimitingReader) copies
+#: each read a few times, so Glance's memory grows with the size of the
+#: reads, and its CPU with their number: 1 MiB reads cost the worker about
+#: the CPU of 4 MiB ones (~7 CPU s/GiB for an upload, hashing included,
+#: against ~10 for 64 KiB reads) and +10-18 MiB of peak RSS instead of +45
+#: (measured through Glance 33, benchmarks/README.md). A driver that asks for
+#: larger buffers (``write_chunk_size``) still gets them.
+GLANCE_CORE_OPTS = _glance_core_opts()
 
 #: glance_store's exception for each of ours, most specific first: what
 #: Glance's API turns into a status (BackendUnavailable: 503 on reads).
@@ -133,34 +158,57 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
             store_conf.check()
             driver = self.driver_class(group, store_conf)
             driver.configure()
+            core = self._core_conf()
         except errors.MultistoreError as exc:
             raise gs_exc.BadStoreConfiguration(store_name=group, reason=str(exc)) from exc
         except Exception as exc:
             raise gs_exc.BadStoreConfiguration(
                 store_name=group, reason=f"{type(exc).__name__}: {redact(str(exc))}") from exc
-        # The core's own settings (buffer sizes) keep their defaults: they
-        # are not glance_store's options, and Glance's CONF must not get them.
-        core = cfg.ConfigOpts()
-        config.register_opts(core)
-        core([], project="multistore", default_config_files=[])
         if self._stores is not None:
             self._stores.close()
         self._stores = StoreSet(core, [MultistoreStore(spec, driver, store_conf)], group)
         self._url_prefix = self._prefix(driver)
 
+    def _core_conf(self) -> cfg.ConfigOpts:
+        """The core's own settings: its defaults, but for the buffers, which
+        are read from ``[glance_store]`` of Glance's configuration
+        (``stream_chunk_size``, ``stream_buffers``: :data:`GLANCE_CORE_OPTS`).
+        Only those two are registered there: glance_store has options of
+        the core's other names (``stores``, ``default_store``)."""
+        self.conf.register_opts(GLANCE_CORE_OPTS, group=config.CORE_GROUP)
+        core = cfg.ConfigOpts()
+        config.register_opts(core)
+        core([], project="multistore", default_config_files=[], default_config_dirs=[])
+        for opt in GLANCE_CORE_OPTS:
+            core.set_override(opt.dest, self.conf[config.CORE_GROUP][opt.dest],
+                              group=config.CORE_GROUP)
+        return core
+
     @staticmethod
     def _prefix(driver: Driver[Any]) -> str:
-        """Where this store's URLs start (Glance matches locations to stores by it).
+        """Where every URL of this store starts: Glance gives a location
+        recorded without a store id to the store whose ``url_prefix`` it
+        starts with. What the locations of two unlike ids share, so a part
+        that depends on the id (swift's container per id prefix) is left
+        out: ``file:///var/lib/glance/images/``, ``rbd://<fsid>/<pool>/``,
+        ``swift+config://<ref>/<container>``. glance_store's file driver
+        leaves the last ``/`` out, which also matches ``images2/...``.
+        Drivers that place no images (http), or whose backend does not
+        answer now, get what their schemes share (``http``, as glance_store).
         A driver whose locations are not made from the image id (cinder's
         name a volume) says it itself, with ``url_prefix()``."""
         own = getattr(driver, "url_prefix", None)
         if callable(own):
             return str(own())
         try:
-            probe = driver.location_for(_PROBE_ID).format()
-        except (errors.MultistoreError, NotImplementedError, OSError):
-            return f"{driver.schemes[0]}://"
-        return probe.split(_PROBE_ID, 1)[0]
+            urls = [driver.location_for(i).format() for i in _PROBE_IDS]
+        except Exception as exc:  # noqa: BLE001 - the prefix falls back
+            if not isinstance(exc, NotImplementedError):
+                LOG.warning("store %s: where its images go is not known (%s): "
+                            "its URL prefix is the scheme's", driver.store_id,
+                            redact(str(exc)))
+            return os.path.commonprefix(list(driver.schemes))
+        return os.path.commonprefix(urls)
 
     @property
     def stores(self) -> StoreSet:
@@ -181,10 +229,16 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
         try:
             result = self.stores.add(image_id, image_file, image_size or None,
                                      hashing_algo=hashing_algo, verifier=verifier,
+                                     checksum=_recorded_checksum(context, image_id),
                                      context=context)
-        except errors.BackendUnavailable as exc:
-            # On uploads Glance answers 503 only for these (RemoteService-
-            # Unavailable would be a 500): the store did not answer in time.
+        except (errors.BackendUnavailable, errors.NotFound) as exc:
+            # On uploads Glance answers 503 only for these (Remote-
+            # ServiceUnavailable would be a 500), and it takes NotFound for
+            # "the image was deleted during the upload": it answers 410 and
+            # leaves the image 'saving' for good. A store that did not answer,
+            # or whose place for images is gone (a data directory, a pool, a
+            # container), cannot take the image now: 503, and the image goes
+            # back to 'queued', ready for another upload.
             raise gs_exc.TimeoutError(message=str(exc)) from exc
         metadata = dict(result.metadata)
         metadata["store"] = self.backend_group or metadata.get("store")
@@ -226,6 +280,25 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
             raise NotImplementedError from None   # what glance_store's callers expect
 
 
+def _recorded_checksum(context: Any, image_id: str) -> str | None:
+    """The md5 Glance has recorded for the image, if it has one: an active
+    image being copied to another store (copy-image). The add then refuses
+    data that differs before the store keeps any of it; Glance itself
+    compares the checksums only after the store has kept the data, and
+    leaves that copy behind in the store when they differ. ``None`` when
+    there is no record yet (an upload, an import) or it cannot be read
+    (outside Glance, another database API): Glance's own check still runs."""
+    if context is None:
+        return None
+    try:
+        from glance import db as glance_db  # type: ignore[import-not-found]
+        checksum = glance_db.get_api().image_get(context, image_id).get("checksum")
+    except Exception as exc:  # noqa: BLE001 - only an extra check is lost
+        LOG.debug("no recorded checksum for image %s: %s", image_id, exc)
+        return None
+    return checksum if isinstance(checksum, str) and checksum else None
+
+
 class _Chunks:
     """The bytes of a read, for Glance: an iterator that closes the read when
     exhausted, closed, or collected; errors become glance_store's."""
@@ -248,7 +321,17 @@ class _Chunks:
             raise _glance_error(exc) from exc
 
     def close(self) -> None:
-        self._reader.close()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+
+    def __del__(self) -> None:
+        # Glance wraps the iterator in generators that do not pass close()
+        # on: a download the client abandons ends here.
+        try:
+            self.close()
+        except Exception:
+            LOG.debug("closing an abandoned read failed", exc_info=True)
 
 
 def _capabilities(driver_class: type[Driver[Any]]) -> int:

@@ -24,7 +24,7 @@ import dataclasses
 import re
 import unicodedata
 import urllib.parse
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 L = TypeVar("L", bound="Location")
 
@@ -56,6 +56,16 @@ class Location:
 
     #: The image id this location was written for.
     image_id: str
+
+    #: False (the rule): :meth:`parse` refuses a location whose image id is
+    #: not one the core accepts (:func:`image_id_problem`), so every
+    #: location names exactly one image. True for location types whose URLs
+    #: multistore does not write and must take as they come (the http
+    #: store's web URLs): ``image_id`` is then only what the URL suggests
+    #: (its last path segment, decoded), which may be no valid id at all
+    #: (empty for ``http://host/``, ``a/b`` for ``.../a%2Fb``); a copy of
+    #: such a location needs an explicit image id.
+    image_id_is_hint: ClassVar[bool] = False
 
     @classmethod
     def parse(cls: type[L], url: str) -> L:

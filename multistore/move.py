@@ -132,7 +132,8 @@ class Mover:
 
     def __init__(self, stores: StoreSet, to: Sequence[str], *, delete_source: bool,
                  journal: str | None, dry_run: bool, hashing_algo: str,
-                 progress: Callable[[str], Callback] | None, context: Context) -> None:
+                 progress: Callable[[str], Callback] | None, context: Context,
+                 offload: bool = False) -> None:
         if not to:
             raise errors.BadLocation("no target store given", operation="move")
         for target in to:
@@ -146,6 +147,7 @@ class Mover:
         self.hashing_algo = hashing_algo
         self.progress = progress
         self.context = context
+        self.offload = offload
 
     def run(self, records: Iterable[Any], parallel: int = 1) -> Iterator[MoveResult]:
         records = (MoveRecord.of(r) for r in records)
@@ -169,9 +171,7 @@ class Mover:
         """Move one image; errors are reported in the result, never raised."""
         try:
             source = self.stores.store_for(record.url, record.store)
-            with source.context("move"):
-                image_id = record.image_id or source.driver.image_id(record.url,
-                                                                     context=self.context)
+            image_id = record.image_id or source.copy_image_id(record.url, self.context)
         except errors.MultistoreError as exc:
             return MoveResult(record.image_id or "?", redact(record.url), record.store or "?",
                               error=str(exc))
@@ -207,7 +207,7 @@ class Mover:
                 copies = self.stores.copy(record.url, fresh, store=record.store,
                                           image_id=image_id, hashing_algo=self.hashing_algo,
                                           checksum=record.checksum, progress=progress,
-                                          context=self.context)
+                                          offload=self.offload, context=self.context)
             finally:
                 if progress is not None:
                     progress.close()

@@ -92,6 +92,22 @@ class Store:
                 "of UTF-8 text, without '/', '\\' or control characters, and not "
                 "'.' or '..')", store=self.id, operation="add")
 
+    def copy_image_id(self, url: str, context: Any = None) -> str:
+        """The image id a copy of ``url`` takes when none is given: the one
+        the driver says it was written for (Cinder must be asked; most
+        drivers read it from the location). A location whose id is only a
+        hint (a web URL, :attr:`Location.image_id_is_hint`) may suggest no
+        valid id: BadLocation naming why, before anything is read."""
+        with self.context("copy"):
+            image_id = self.driver.image_id(url, context=context)
+        why = image_id_problem(image_id)
+        if why:
+            raise errors.BadLocation(
+                f"{redact(url)} gives no valid image id ({image_id[:64]!r}: {why}); "
+                "name the copy's image id (copy(..., image_id=...), multistore copy --id)",
+                store=self.id, operation="copy")
+        return image_id
+
     def locate(self, url: str) -> Location:
         """The driver's typed location for ``url``; BadLocation naming this store."""
         with self.context("locate"):

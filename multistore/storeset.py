@@ -248,7 +248,7 @@ class StoreSet:
     def copy(self, location: str, to: Sequence[str] | str, *, store: str | None = None,
              image_id: str | None = None, hashing_algo: str = DEFAULT_HASHING_ALGO,
              checksum: str | None = None, progress: Callback | None = None,
-             offload: bool = True, context: Context = None) -> list[AddResult]:
+             offload: bool = False, context: Context = None) -> list[AddResult]:
         """Copy an image to other stores, reading the source once.
 
         ``to`` is a list of store ids or ``"all"`` (every writable store
@@ -257,11 +257,15 @@ class StoreSet:
         ``checksum`` (the md5 recorded for the image), if given, against the
         data. All targets succeed or none keeps the image.
 
-        With ``offload`` (the default), a target in the same backend as the
-        source copies inside the backend (:meth:`Driver.copy_within
+        With ``offload``, a target in the same backend as the source copies
+        inside the backend (:meth:`Driver.copy_within
         <multistore.driver.Driver.copy_within>`: a server-side copy, a clone,
         ``copy_file_range``); its copy is then read back to compute md5 and
-        the multihash, so the result is the same as a streamed copy's.
+        the multihash, so the result is the same as a streamed copy's. It is
+        not the default: the read-back hashes every offloaded copy, where a
+        streamed copy hashes the source once for all targets, so offload
+        pays only where moving the bytes costs more than hashing them
+        (a remote backend, one target); see benchmarks/bench_copy.py.
         """
         source, parsed = self._resolve(location, store)
         if to == "all":
@@ -283,9 +287,7 @@ class StoreSet:
                                            store=target.id, operation="copy")
         if not targets:
             return []
-        if not image_id:
-            with source.context("copy"):
-                image_id = source.driver.image_id(location, context=context)
+        image_id = image_id or source.copy_image_id(location, context)
         offloaded = self._offload(source, parsed, image_id, targets, context) \
             if offload else []
         streamed = [t for t in targets if all(t is not o for o, _ in offloaded)]
@@ -367,7 +369,7 @@ class StoreSet:
     def move(self, records: Iterable[Any], to: Sequence[str], *,
              delete_source: bool = False, journal: str | None = None, parallel: int = 1,
              dry_run: bool = False, hashing_algo: str = DEFAULT_HASHING_ALGO,
-             progress: Callable[[str], Callback] | None = None,
+             progress: Callable[[str], Callback] | None = None, offload: bool = False,
              context: Context = None) -> Iterator[MoveResult]:
         """Move images out of a store (see :mod:`multistore.move`).
 
@@ -381,7 +383,7 @@ class StoreSet:
         """
         mover = Mover(self, to, delete_source=delete_source, journal=journal,
                       dry_run=dry_run, hashing_algo=hashing_algo, progress=progress,
-                      context=context)
+                      context=context, offload=offload)
         return mover.run(records, parallel=parallel)
 
     def sweep(self, stores: Sequence[str] | None = None, *, grace: float = 3600.0,

@@ -170,8 +170,14 @@ class HttpLocation(Location):
     Path and query are kept as written, escapes and all, so the request
     names exactly the object the URL names; user and password are kept
     decoded (and sent as basic authentication). The fragment, never sent,
-    is dropped. The image id is the last path segment, decoded.
+    is dropped. The image id is the last path segment, decoded: only a
+    hint (:attr:`~multistore.location.Location.image_id_is_hint`), since
+    any web URL is a location, ``http://host/`` (empty) and
+    ``http://host/a%2Fb`` (``a/b``) included; a copy of a URL whose hint is
+    no valid image id needs an explicit one.
     """
+
+    image_id_is_hint: ClassVar[bool] = True
 
     scheme: str
     host: str
@@ -238,7 +244,9 @@ class HttpLocation(Location):
 
     @property
     def image_id(self) -> str:  # type: ignore[override]
-        """The last path segment (``cirros.img`` for ``.../cirros.img?x=1``)."""
+        """The last path segment, decoded (``cirros.img`` for
+        ``.../cirros.img?x=1``, ``dir`` for ``.../dir/``); possibly no valid
+        image id (empty for ``http://host/``)."""
         return unquote(self.path.rstrip("/").rpartition("/")[2])
 
     def with_image_id(self, image_id: str) -> HttpLocation:
@@ -868,10 +876,11 @@ def _reason(exc: BaseException) -> str:
         text = args[0] if inner in args[0] else f"{args[0].rstrip('.')}: {inner}"
     else:
         text = str(current)
-    # urllib3 puts "HTTPConnectionPool(...): Max retries ... url: /path" or
-    # "<connection object at 0x...>: " before the cause.
+    # urllib3 puts "HTTPConnectionPool(...): Max retries ... url: /path",
+    # "HTTPConnection(host=..., port=...): " or "<connection object at
+    # 0x...>: " before the cause.
     text = re.sub(r"^<[^>]*>:\s*", "", text)
-    text = re.sub(r"\w+ConnectionPool\(host='[^']*', port=\d+\):\s*", "", text)
+    text = re.sub(r"\w+Connection(?:Pool)?\(host='[^']*', port=\d+\):\s*", "", text)
     return text or type(current).__name__
 
 

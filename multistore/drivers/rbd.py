@@ -1,18 +1,24 @@
 """Images as RBD images in a Ceph pool, as glance_store writes them.
 
-Locations are ``rbd://<fsid>/<pool>/<image>/snap`` (each part URL-quoted);
-the legacy ``rbd://<image>`` (pool from the configuration, no snapshot) is
-read too. An image is created with the layering feature, filled, trimmed to
-its size, then snapshotted as ``snap`` and the snapshot protected, so that
-compute and volume services can clone it copy-on-write. Readers open the
-snapshot, so a half-written image (no snapshot yet) is never visible.
+Locations are ``rbd://<fsid>/<pool>/<image>/snap`` (each part quoted); the
+legacy ``rbd://<image>`` (pool from the configuration, the image head) is
+read too. An image is written under a temporary name that no image id can
+take (``multistore-partial\\<random>\\<id>``: ids never hold a backslash),
+trimmed to its size, snapshotted as ``snap`` with the snapshot protected (so
+that compute and volume services can clone it copy-on-write), then renamed
+to its id: no location can name a half-written image, and no partial image
+ever blocks its id.
 
 Each store keeps one cluster connection (and one pool context), opened on
 first use and shared by every call and thread. Connection and operation
 timeouts come from ``rados_connect_timeout``: a dead cluster gives
 BackendUnavailable, never a hang. If the cluster goes away during an add,
 the partial image cannot be removed at once; the store remembers it and
-removes it at its next operation once the cluster answers again.
+removes it at its next operation once the cluster answers again. Partial
+images of writers that died (``kill -9``) are found by
+:meth:`RbdDriver.find_leftovers`: a live writer holds its image open, so
+the image has a watcher on the OSDs; a dead writer's watch expires
+(``osd_client_watch_timeout``, 30 s by default).
 
 Ceph's Python bindings (``rados``, ``rbd``) come from Debian's
 python3-rados/python3-rbd; ``scripts/deps/rbd.sh --link-python`` makes them
@@ -22,12 +28,16 @@ importable from a virtual environment.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import importlib
 import logging
 import math
 import os
+import secrets
 import threading
-import urllib.parse
+import time
+import unicodedata
 import weakref
 from collections import deque
 from collections.abc import Iterator
@@ -36,13 +46,18 @@ from typing import Any
 from oslo_config import cfg
 
 from multistore import errors
-from multistore.driver import Capabilities, Driver, ReadStream, Stored, Writer
+from multistore.context import Context
+from multistore.driver import Capabilities, Driver, Leftover, ReadStream, Stored, Writer
+from multistore.location import Location, image_id_problem, quote, split_url, unquote
+from multistore.retry import RetryPolicy
 
 LOG = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 SNAPSHOT = "snap"
+#: Names of images being written: ``PARTIAL_PREFIX<random>\\<image id>``.
+PARTIAL_PREFIX = "multistore-partial\\"
 #: Timeout (seconds) of connecting and of every cluster operation when
 #: ``rados_connect_timeout`` is 0 or negative (glance_store: "no timeout").
 #: Ceph's own client_mount_timeout default; long, but never forever.
@@ -57,9 +72,12 @@ WRITE_DEPTH = 2
 #: page faults; small ones are reused by the allocator).
 READ_PIECE = 1 * MiB
 READ_DEPTH = 8
-#: Failed attempts at removing a partial image, while the cluster answers,
-#: after which the store opens a new session (see RbdDriver._renew_session).
-RENEW_AFTER = 3
+#: Removing a partial image an abort left is tried again at each operation
+#: of the store while the cluster answers "busy" or not at all; after
+#: ``attempts`` such failures the store opens a new session (see _renew_session).
+RENEWAL = RetryPolicy(attempts=3, retryable=lambda exc: isinstance(
+    exc, (errors.InUse, errors.BackendUnavailable)))
+RENEW_AFTER = RENEWAL.attempts
 #: An image of unknown size grows by its current size, at least this much ...
 MIN_GROWTH = 1 * GiB
 #: ... and at most this much at a time (glance_store's cap).
@@ -106,28 +124,59 @@ def _bindings() -> tuple[Any, Any]:
             f"Ceph's Python bindings cannot be imported ({exc}): {INSTALL_HINT}") from exc
 
 
-def parse_location(location: str) -> tuple[str | None, str | None, str, str | None]:
-    """``(fsid, pool, image, snapshot)``; fsid, pool, snapshot are None for ``rbd://<image>``."""
-    scheme, sep, rest = location.partition("://")
-    if scheme.lower() != "rbd" or not sep:
-        raise errors.BadLocation(f"not an rbd location: {location!r}")
-    pieces = [urllib.parse.unquote(p) for p in rest.split("/")]
-    if len(pieces) not in (1, 4) or not all(pieces):
-        raise errors.BadLocation(
-            f"{location!r}: an rbd location is rbd://<fsid>/<pool>/<image>/<snapshot> "
-            "or rbd://<image>")
-    if len(pieces) == 1:
-        return None, None, pieces[0], None
-    fsid, pool, image, snap = pieces
-    return fsid, pool, image, snap
+@dataclasses.dataclass(frozen=True)
+class RbdLocation(Location):
+    """``rbd://<fsid>/<pool>/<image>/<snapshot>``, each part quoted, or the
+    legacy ``rbd://<image>`` (fsid, pool and snapshot None: the image head
+    in the store's pool).
+
+    Parts are split on ``/`` and unquoted as glance_store does (the legacy
+    form is unquoted too, which changes nothing for the UUIDs glance wrote).
+    Parts holding control characters are refused (librbd would cut a name
+    at an encoded NUL), and so are image names that are no image id
+    (:func:`~multistore.location.image_id_problem`): no location names what
+    an add could not have made, partial images included (their names hold a
+    backslash).
+    """
+
+    fsid: str | None
+    pool: str | None
+    image_id: str
+    snapshot: str | None
+
+    @classmethod
+    def parse(cls, url: str) -> RbdLocation:
+        split_url(url, ("rbd",))          # a string, the scheme, no raw control characters
+        pieces = [unquote(p) for p in url.partition("://")[2].split("/")]
+        if len(pieces) not in (1, 4) or not all(pieces):
+            raise ValueError("an rbd location is rbd://<fsid>/<pool>/<image>/<snapshot> "
+                             "or rbd://<image>, no part empty")
+        if any(unicodedata.category(c) == "Cc" for p in pieces for c in p):
+            raise ValueError("control characters in a part")
+        if len(pieces) == 1:
+            fsid, pool, image, snapshot = None, None, pieces[0], None
+        else:
+            fsid, pool, image, snapshot = pieces
+        why = image_id_problem(image)
+        if why:   # partial images' names hold a backslash, so no location names one
+            raise ValueError(f"not an image id: {why}")
+        return cls(fsid, pool, image, snapshot)
+
+    def format(self) -> str:
+        if self.fsid is None:
+            return "rbd://" + quote(self.image_id)
+        return "rbd://" + "/".join(quote(p or "") for p in (self.fsid, self.pool,
+                                                             self.image_id, self.snapshot))
 
 
-def make_location(fsid: str, pool: str, image: str, snap: str = SNAPSHOT) -> str:
-    return "rbd://" + "/".join(urllib.parse.quote(p, "") for p in (fsid, pool, image, snap))
+def partial_name(image_id: str) -> str:
+    """A fresh temporary name for an image being written."""
+    return f"{PARTIAL_PREFIX}{secrets.token_hex(8)}\\{image_id}"
 
 
-class RbdDriver(Driver):
+class RbdDriver(Driver[RbdLocation]):
     schemes = ("rbd",)
+    location_type = RbdLocation
     capabilities = Capabilities(read=True, ranged_read=True, write=True, delete=True)
     options = OPTIONS
 
@@ -142,8 +191,7 @@ class RbdDriver(Driver):
         self.write_chunk_size = self.object_size
         self.pool = c.rbd_store_pool
         if not self.pool:
-            raise errors.ConfigError("must name a pool", store=self.store_id,
-                                     option="rbd_store_pool")
+            raise errors.ConfigError("must name a pool", option="rbd_store_pool")
         self.user = c.rbd_store_user or None
         self.ceph_conf = c.rbd_store_ceph_conf or ""
         self.thin = c.rbd_thin_provisioning
@@ -162,7 +210,9 @@ class RbdDriver(Driver):
         self._lock = threading.Lock()
         self._cluster: Any = None
         self._ioctx: Any = None
-        self._leftovers: dict[str, _RbdWriter | None] = {}
+        # Partial images an abort could not remove (with the writer whose
+        # image handle is still open, if any): removed at the next operation.
+        self._pending: dict[str, _RbdWriter | None] = {}
         # Sessions replaced by _renew_session, shut down at close().
         self._dead: list[Any] = []
         self._cleanup_failures = 0
@@ -170,7 +220,7 @@ class RbdDriver(Driver):
         self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
 
     def _read_conf(self) -> None:
-        """Read the fsid (for owns()) and the default features from the
+        """Read the fsid (for holds()) and the default features from the
         configuration file; needs no connection, proves the file parses."""
         handle = self._handle()
         try:
@@ -209,7 +259,7 @@ class RbdDriver(Driver):
         except self.rados.Error as exc:
             raise errors.ConfigError(
                 f"cannot read the Ceph configuration {self.ceph_conf or '(default search)'}:"
-                f" {exc}", store=self.store_id, option="rbd_store_ceph_conf") from exc
+                f" {exc}", option="rbd_store_ceph_conf") from exc
         return handle
 
     def properties(self) -> dict[str, Any]:
@@ -228,12 +278,36 @@ class RbdDriver(Driver):
                 "ceph_conf": self.ceph_conf or None}
 
     def _cluster_fsid(self) -> str:
-        self._pool_ctx("get_size")
+        self._pool_ctx()
         return self._cluster.get_fsid()
+
+    def translate_error(self, exc: Exception,
+                        what: str | None = None) -> errors.MultistoreError | None:
+        """A Ceph exception as the library's error (``what`` prefixes the message)."""
+        r, b = self.rados, self.rbd
+        if not isinstance(exc, (r.Error, b.Error)):
+            return None
+        text = f"{what}: {exc}" if what else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, (b.ImageNotFound, r.ObjectNotFound)):
+            return errors.NotFound(text)
+        if isinstance(exc, (b.ImageExists, r.ObjectExists)):
+            return errors.Duplicate(text)
+        if isinstance(exc, (b.ImageBusy, r.ObjectBusy)):
+            return errors.InUse(text)
+        if isinstance(exc, (b.NoSpace, r.NoSpace, b.DiskQuotaExceeded)):
+            return errors.StorageFull(text)
+        if isinstance(exc, (b.PermissionError, r.PermissionError, r.PermissionDeniedError)):
+            return errors.WriteDenied(text)
+        if isinstance(exc, (b.Timeout, r.TimedOut, b.ConnectionShutdown,
+                            r.ConnectionShutdown)) or \
+                getattr(exc, "errno", None) in _UNAVAILABLE_ERRNOS:
+            return errors.BackendUnavailable(
+                f"{text} (the Ceph cluster did not answer within {self.timeout} s)")
+        return errors.MultistoreError(text)
 
     # -- the connection --------------------------------------------------
 
-    def _pool_ctx(self, operation: str) -> Any:
+    def _pool_ctx(self) -> Any:
         """The store's pool context on its one connection, connecting if needed."""
         ioctx = self._ioctx
         if ioctx is not None:
@@ -250,24 +324,22 @@ class RbdDriver(Driver):
             except self.rados.ObjectNotFound as exc:
                 handle.shutdown()
                 raise errors.ConfigError(f"the pool {self.pool!r} does not exist",
-                                         store=self.store_id, option="rbd_store_pool",
-                                         operation=operation) from exc
+                                         option="rbd_store_pool") from exc
             except self.rados.Error as exc:
                 handle.shutdown()
-                raise self._error(exc, operation,
-                                  f"cannot connect to the Ceph cluster as "
-                                  f"client.{self.user or 'admin'} (mon host and keyring from "
-                                  f"{self.ceph_conf or 'the default ceph.conf'})") from exc
+                what = (f"cannot connect to the Ceph cluster as client.{self.user or 'admin'}"
+                        f" (mon host and keyring from {self.ceph_conf or 'the default ceph.conf'})")
+                raise self.translate_error(exc, what) or errors.MultistoreError(what) from exc
             if self.fsid is None:
                 self.fsid = handle.get_fsid()
             self._cluster, self._ioctx = handle, ioctx
             return ioctx
 
-    def _ready(self, operation: str) -> Any:
-        """The pool context, after removing partial images a failed add left."""
-        ioctx = self._pool_ctx(operation)
-        if self._leftovers:
-            self._clean_leftovers(ioctx)
+    def pool_context(self) -> Any:
+        """The pool context, after removing partial images failed adds left."""
+        ioctx = self._pool_ctx()
+        if self._pending:
+            self._remove_pending(ioctx)
         return ioctx
 
     def _renew_session(self, ioctx: Any) -> None:
@@ -294,8 +366,8 @@ class RbdDriver(Driver):
             self._ioctx = self._cluster = None
             dead, self._dead = self._dead, []
         if ioctx is not None:
-            if self._leftovers:
-                self._clean_leftovers(ioctx)
+            if self._pending:
+                self._remove_pending(ioctx)
             ioctx.close()
         if cluster is not None:
             cluster.shutdown()
@@ -304,72 +376,99 @@ class RbdDriver(Driver):
                 old_ioctx.close()
                 old_cluster.shutdown()
 
-    def _error(self, exc: BaseException, operation: str, what: str) -> errors.MultistoreError:
-        """A Ceph exception as a multistore error naming the store."""
-        r, b = self.rados, self.rbd
-        kw = {"store": self.store_id, "operation": operation}
-        text = f"{what}: {exc}"
-        if isinstance(exc, (b.ImageNotFound, r.ObjectNotFound)):
-            return errors.NotFound(text, **kw)
-        if isinstance(exc, (b.ImageExists, r.ObjectExists)):
-            return errors.Duplicate(text, **kw)
-        if isinstance(exc, (b.ImageBusy, r.ObjectBusy)):
-            return errors.InUse(text, **kw)
-        if isinstance(exc, (b.NoSpace, r.NoSpace, b.DiskQuotaExceeded)):
-            return errors.StorageFull(text, **kw)
-        if isinstance(exc, (b.PermissionError, r.PermissionError, r.PermissionDeniedError)):
-            return errors.WriteDenied(text, **kw)
-        if isinstance(exc, (b.Timeout, r.TimedOut, b.ConnectionShutdown,
-                            r.ConnectionShutdown)) or \
-                getattr(exc, "errno", None) in _UNAVAILABLE_ERRNOS:
-            return errors.BackendUnavailable(
-                f"{text} (the Ceph cluster did not answer within {self.timeout} s)", **kw)
-        return errors.MultistoreError(text, **kw)
-
     # -- locations ---------------------------------------------------------
 
-    def owns(self, location: str) -> bool:
-        try:
-            fsid, pool, _, _ = parse_location(location)
-        except errors.BadLocation:
-            return False
-        if fsid is None:        # legacy rbd://<image>: any rbd store could hold it
+    def holds(self, location: RbdLocation) -> bool:
+        if location.fsid is None:   # legacy rbd://<image>: any rbd store could hold it
             return True
-        return pool == self.pool and (self.fsid is None or fsid == self.fsid)
+        return location.pool == self.pool and self.fsid in (None, location.fsid)
 
-    def image_id(self, location: str) -> str:
-        return parse_location(location)[2]
+    def location_for(self, image_id: str, context: Context = None) -> RbdLocation:
+        return RbdLocation(self.fsid or self._cluster_fsid(), self.pool, image_id, SNAPSHOT)
 
-    def _image_of(self, location: str) -> tuple[str, str | None]:
-        fsid, pool, image, snap = parse_location(location)
-        if pool is not None and pool != self.pool:
-            raise errors.BadLocation(f"{location!r} is in pool {pool!r}, this store "
-                                     f"uses {self.pool!r}", store=self.store_id)
-        return image, snap
+    def _ready_for(self, location: RbdLocation) -> Any:
+        """The pool context for ``location``, once its cluster is known to be ours
+        (holds() accepts any fsid while ceph.conf names none and nothing is connected)."""
+        ioctx = self.pool_context()
+        if location.fsid is not None and location.fsid != self.fsid:
+            raise errors.BadLocation(f"{location} is in cluster {location.fsid}, this "
+                                     f"store's cluster is {self.fsid}")
+        return ioctx
 
-    def _open(self, image: str, snap: str | None, operation: str,
-              read_only: bool = True) -> Any:
-        ioctx = self._ready(operation)
+    def _open(self, location: RbdLocation) -> Any:
+        ioctx = self._ready_for(location)
         try:
-            return self.rbd.Image(ioctx, image, snapshot=snap, read_only=read_only)
-        except self.rbd.Error as exc:
-            raise self._error(exc, operation, f"cannot open image {image!r}"
-                              + (f" at snapshot {snap!r}" if snap else "")) from exc
+            return self.rbd.Image(ioctx, location.image_id, snapshot=location.snapshot,
+                                  read_only=True)
+        except self.rbd.ImageNotFound:
+            raise errors.NotFound(f"no image {location.image_id!r}" + (
+                f" with a snapshot {location.snapshot!r}" if location.snapshot else "")
+                + f" in pool {self.pool!r}") from None
 
     # -- writing ---------------------------------------------------------
 
-    def open_writer(self, image_id: str, size: int | None, context: Any = None) -> Writer:
-        return _RbdWriter(self, self._ready("add"), image_id, size)
+    def open_writer(self, image_id: str, size: int | None, context: Context = None) -> Writer:
+        ioctx = self.pool_context()
+        try:
+            ioctx.stat(f"rbd_id.{image_id}")
+        except self.rados.ObjectNotFound:
+            return _RbdWriter(self, ioctx, image_id, size)
+        raise errors.Duplicate(f"image {image_id!r} already exists in pool {self.pool!r}")
 
-    def location_of(self, image: str) -> str:
-        return make_location(self.fsid or self._cluster_fsid(), self.pool, image)
+    # -- copies inside the cluster -------------------------------------------
+
+    def copy_within(self, source: Driver[Any], location: Location, image_id: str,
+                    context: Context = None) -> Stored | None:
+        """Another rbd store's image in the same cluster (same fsid; this pool
+        or another): librbd copies it (``Image.copy``, object by object inside
+        this process's librbd, never through Python) into a partial image in
+        this store's pool, committed as a writer commits (snapshot ``snap``,
+        protected, renamed to the id). ``None`` for another cluster."""
+        if not isinstance(source, RbdDriver) or not isinstance(location, RbdLocation):
+            return None
+        ioctx = self.pool_context()
+        if source._cluster_fsid() != self._cluster_fsid():
+            return None
+        try:
+            ioctx.stat(f"rbd_id.{image_id}")
+        except self.rados.ObjectNotFound:
+            pass
+        else:
+            raise errors.Duplicate(f"image {image_id!r} already exists in pool {self.pool!r}")
+        name = partial_name(image_id)
+        image = source._open(location)
+        try:
+            size = int(image.size())
+            try:
+                image.copy(ioctx, name, features=self.features, order=self.order)
+            except BaseException:
+                self._remove_failed_copy(ioctx, name)
+                raise
+        finally:
+            image.close()
+        writer = _RbdWriter(self, ioctx, image_id, size, name=name)
+        try:
+            return writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _remove_failed_copy(self, ioctx: Any, name: str) -> None:
+        """Remove what a failed librbd copy left (if it created anything)."""
+        try:
+            self.remove_partial(ioctx, name)
+        except errors.NotFound:
+            pass
+        except Exception as exc:   # noqa: BLE001 - removed at the next operation
+            LOG.warning("store %s: cannot remove partial copy %r now (%s); it will be "
+                        "removed at the store's next operation", self.store_id, name, exc)
+            self.remove_later(name)
 
     # -- reading -----------------------------------------------------------
 
-    def open_reader(self, location: str, offset: int, length: int | None,
-                    context: Any = None) -> ReadStream:
-        name, snap = self._image_of(location)
-        image = self._open(name, snap, "get")
+    def open_reader(self, location: RbdLocation, offset: int, length: int | None,
+                    context: Context = None) -> ReadStream:
+        image = self._open(location)
         try:
             total = image.size()
         except BaseException:
@@ -381,26 +480,36 @@ class RbdDriver(Driver):
         self._readers.add(reader)
         return ReadStream(reader.chunks(), count, reader.close)
 
-    def get_size(self, location: str, context: Any = None) -> int:
-        name, snap = self._image_of(location)
-        image = self._open(name, snap, "get_size")
+    def get_size(self, location: RbdLocation, context: Context = None) -> int:
+        image = self._open(location)
         try:
-            return image.size()
+            return int(image.size())
         finally:
             image.close()
 
     # -- deleting ----------------------------------------------------------
 
-    def delete(self, location: str, context: Any = None) -> None:
-        name, snap = self._image_of(location)
-        self._remove(self._ready("delete"), name, snap, "delete")
+    def delete(self, location: RbdLocation, context: Context = None) -> None:
+        self._remove(self._ready_for(location), location.image_id, location.snapshot)
 
-    def _remove(self, ioctx: Any, name: str, snap: str | None, operation: str) -> None:
-        """Unprotect and remove the snapshot, then the image; InUse if cloned."""
+    def _remove(self, ioctx: Any, name: str, snap: str | None) -> None:
+        """Remove snapshot ``snap`` (NotFound if the image has none of that
+        name; InUse if it has clones), then the image, unless the store's own
+        snapshot remains (another location names it). ``snap`` None (the
+        image head) removes the store's own snapshot first, if it is there:
+        its clones refuse the deletion too. An image that keeps snapshots
+        someone else made goes to the RBD trash, as glance_store does; clones
+        of those keep working."""
         b = self.rbd
         try:
             with b.Image(ioctx, name) as image:
-                if snap is not None and any(s["name"] == snap for s in image.list_snaps()):
+                snaps = {s["name"] for s in image.list_snaps()}
+                if snap is None and SNAPSHOT in snaps:
+                    snap = SNAPSHOT
+                if snap is not None:
+                    if snap not in snaps:
+                        raise errors.NotFound(f"image {name!r} has no snapshot {snap!r}; "
+                                              "nothing was deleted")
                     image.set_snap(snap)
                     children = list(image.list_children())
                     image.set_snap(None)
@@ -409,107 +518,144 @@ class RbdDriver(Driver):
                         raise errors.InUse(
                             f"image {name!r} has {len(children)} clone(s) of its snapshot "
                             f"{snap!r} ({shown}): flatten or delete them first; nothing "
-                            "was deleted", store=self.store_id, operation=operation)
+                            "was deleted")
                     with contextlib.suppress(b.InvalidArgument):   # not protected
                         image.unprotect_snap(snap)
                     image.remove_snap(snap)
+                    if snap != SNAPSHOT and SNAPSHOT in snaps:
+                        return
             b.RBD().remove(ioctx, name)
         except b.ImageHasSnapshots:
-            # Snapshots someone else made remain: park the image in the trash,
-            # as glance_store does; clones of those keep working.
-            try:
-                b.RBD().trash_move(ioctx, name, 0)
-            except b.Error as exc:
-                raise self._error(exc, operation, f"cannot delete image {name!r}") from exc
+            b.RBD().trash_move(ioctx, name, 0)
+        except b.ImageNotFound:
+            raise errors.NotFound(f"no image {name!r} in pool {self.pool!r}") from None
         except b.ImageBusy as exc:
             raise errors.InUse(f"image {name!r} is in use (its snapshot has clones or "
-                               f"the image is open elsewhere): {exc}; nothing was deleted",
-                               store=self.store_id, operation=operation) from exc
-        except b.Error as exc:
-            raise self._error(exc, operation, f"cannot delete image {name!r}") from exc
+                               f"the image is open elsewhere): {exc}; nothing was "
+                               "deleted") from exc
 
-    def _forget_later(self, name: str, writer: _RbdWriter | None = None) -> None:
-        """Remember an image an abort could not remove, to remove it later
-        (with the writer whose image handle is still open, if any)."""
-        with self._lock:
-            self._leftovers[name] = writer
+    def remove_partial(self, ioctx: Any, name: str) -> None:
+        """Remove a partial image (and its snapshot, if commit got that far)."""
+        if not name.startswith(PARTIAL_PREFIX):
+            raise errors.BadLocation(f"{name!r} is not a partial image")
+        self._remove(ioctx, name, None)
 
-    def _clean_leftovers(self, ioctx: Any) -> None:
+    def remove_later(self, name: str, writer: _RbdWriter | None = None) -> None:
+        """Remember a partial image an abort could not remove, to remove it at
+        the next operation (with the writer whose image is still open, if any)."""
         with self._lock:
-            leftovers = sorted(self._leftovers.items())
+            self._pending[name] = writer
+
+    def _remove_pending(self, ioctx: Any) -> None:
+        with self._lock:
+            pending = sorted(self._pending.items())
         failures = 0
-        for name, writer in leftovers:
+        for name, writer in pending:
             if writer is not None:
-                if not writer._wait(self.timeout):
+                if not writer.settle(self.timeout):
                     continue        # still stuck; try again next time
-                image, writer.image = writer.image, None
-                if image is not None:
-                    try:
-                        image.close()
-                    except Exception:
-                        LOG.debug("closing image %r failed", name, exc_info=True)
+                writer.close_image()
                 with self._lock:
-                    self._leftovers[name] = None
+                    self._pending[name] = None
             try:
-                self._remove(ioctx, name, SNAPSHOT, "add")
+                self.remove_partial(ioctx, name)
             except errors.NotFound:
                 pass
-            except errors.MultistoreError as exc:
+            except Exception as exc:   # noqa: BLE001 - logged, tried again later
+                error = exc if isinstance(exc, errors.MultistoreError) else \
+                    self.translate_error(exc) or errors.MultistoreError(str(exc))
                 LOG.warning("store %s: partial image %r still cannot be removed: %s",
-                            self.store_id, name, exc)
-                if isinstance(exc, (errors.InUse, errors.BackendUnavailable)):
-                    failures += 1
+                            self.store_id, name, error)
+                failures += RENEWAL.retryable(error)
                 continue
             LOG.info("store %s: removed partial image %r left by a failed add",
                      self.store_id, name)
             with self._lock:
-                self._leftovers.pop(name, None)
+                self._pending.pop(name, None)
         if failures:
             with self._lock:
                 self._cleanup_failures += 1
-                renew = self._cleanup_failures >= RENEW_AFTER
+                renew = self._cleanup_failures >= RENEWAL.attempts
                 if renew:
                     self._cleanup_failures = 0
             if renew:
                 self._renew_session(ioctx)
 
+    # -- what killed writers left behind -----------------------------------
+
+    def find_leftovers(self, grace: float, context: Context = None) -> list[Leftover]:
+        """Partial images no live writer holds: no watcher on the OSDs (a
+        writer keeps its image open until it commits or aborts; a dead one's
+        watch expires) and neither created nor modified for ``grace`` seconds."""
+        ioctx = self.pool_context()
+        found = []
+        for name in self.rbd.RBD().list(ioctx):
+            if not name.startswith(PARTIAL_PREFIX):
+                continue
+            try:
+                with self.rbd.Image(ioctx, name, read_only=True) as image:
+                    age = time.time() - max(_seconds(image.create_timestamp()),
+                                            _seconds(image.modify_timestamp()))
+                    if age <= grace or list(image.watchers_list()):
+                        continue
+            except self.rbd.ImageNotFound:
+                continue            # committed or removed meanwhile
+            # Size unknown: the provisioned size overstates what a partial
+            # image holds (an image of unknown size grows by 1 GiB and more
+            # at a time), and librbd's diff_iterate aborts the process on
+            # some images of killed writers (Pacific: object map size assert).
+            found.append(Leftover(f"{self.pool}/{name}", None, age, name))
+        return found
+
+    def remove_leftover(self, leftover: Leftover, context: Context = None) -> None:
+        ioctx = self.pool_context()
+        name = leftover.handle
+        try:
+            with self.rbd.Image(ioctx, name, read_only=True) as image:
+                if list(image.watchers_list()):
+                    raise errors.InUse(f"partial image {name!r} is being written")
+        except self.rbd.ImageNotFound:
+            raise errors.NotFound(f"partial image {name!r} is gone") from None
+        # librbd refuses to remove an image that has watchers: a writer that
+        # opened it meanwhile keeps it.
+        self.remove_partial(ioctx, name)
+
+
+def _seconds(timestamp: datetime.datetime) -> float:
+    """librbd's timestamps are naive datetimes in UTC."""
+    return timestamp.replace(tzinfo=datetime.UTC).timestamp()
+
 
 class _RbdWriter(Writer):
-    """Creates the image, writes object-sized buffers with a few aio writes in flight."""
+    """Writes a partial image, object-sized buffers with a few aio writes in
+    flight; commit snapshots it and renames it to its id."""
 
-    def __init__(self, driver: RbdDriver, ioctx: Any, name: str, size: int | None) -> None:
+    def __init__(self, driver: RbdDriver, ioctx: Any, image_id: str, size: int | None,
+                 name: str | None = None) -> None:
+        """``name``: adopt that partial image, already holding ``size`` bytes
+        (a copy librbd made), instead of creating one: commit and abort then
+        treat it as this writer's own."""
         self.driver = driver
-        self.name = name
-        self.known_size = size
+        self.ioctx = ioctx
+        self.image_id = image_id
+        self.name = name or partial_name(image_id)
         self.capacity = size or 0
-        self.offset = 0
+        self.offset = self.capacity if name else 0
         self.in_flight = 0
         self.failure: BaseException | None = None
         self.cond = threading.Condition()
         self.zeros = bytes(driver.object_size)
-        self.created = False
+        self.image: Any = None
         b = driver.rbd
-        try:
-            b.RBD().create(ioctx, name, self.capacity, order=driver.order,
+        if name is None:
+            b.RBD().create(ioctx, self.name, self.capacity, order=driver.order,
                            old_format=False, features=driver.features)
-        except b.ImageExists as exc:
-            if name in driver._leftovers:
-                raise errors.BackendUnavailable(
-                    f"a partial image {name!r} left by an add that failed while the "
-                    "cluster was away is not removed yet (the OSDs may still hold its "
-                    "watch for up to 30 s): retry shortly", store=driver.store_id,
-                    operation="add") from exc
-            raise errors.Duplicate(f"image {name!r} already exists in pool {driver.pool!r}",
-                                   store=driver.store_id, operation="add") from exc
-        except b.Error as exc:
-            raise driver._error(exc, "add", f"cannot create image {name!r}") from exc
         self.created = True
-        self.ioctx = ioctx
         try:
-            self.image = b.Image(ioctx, name)
-        except b.Error as exc:
+            self.image = b.Image(ioctx, self.name)
+        except BaseException:
             self.abort()
-            raise driver._error(exc, "add", f"cannot open new image {name!r}") from exc
+            raise
 
     def write(self, data: memoryview) -> None:
         n = len(data)
@@ -532,10 +678,7 @@ class _RbdWriter(Writer):
             if not self.cond.wait_for(
                     lambda: self.in_flight < WRITE_DEPTH or self.failure is not None,
                     timeout=2 * self.driver.timeout + 5):
-                raise errors.BackendUnavailable(
-                    f"writes to image {self.name!r} did not finish (the Ceph cluster did "
-                    f"not answer within {self.driver.timeout} s)",
-                    store=self.driver.store_id, operation="add")
+                raise self._stuck()
             self._raise_failure()
             self.in_flight += 1
         try:
@@ -558,12 +701,14 @@ class _RbdWriter(Writer):
 
     def _raise_failure(self) -> None:
         if self.failure is not None:
-            exc = self.failure
-            if isinstance(exc, errors.MultistoreError):
-                raise exc
-            raise self.driver._error(exc, "add", f"writing image {self.name!r} failed")
+            raise self.failure
 
-    def _wait(self, timeout: float | None = None) -> bool:
+    def _stuck(self) -> errors.BackendUnavailable:
+        return errors.BackendUnavailable(
+            f"writes to image {self.image_id!r} did not finish (the Ceph cluster did "
+            f"not answer within {self.driver.timeout} s)")
+
+    def settle(self, timeout: float | None = None) -> bool:
         """Wait for the writes in flight; False if some are still stuck after
         twice the operation timeout (librbd may hold writes back while it
         re-acquires the image lock from an unresponsive cluster)."""
@@ -572,66 +717,64 @@ class _RbdWriter(Writer):
                 lambda: not self.in_flight,
                 timeout=2 * self.driver.timeout + 5 if timeout is None else timeout)
 
+    def close_image(self) -> None:
+        image, self.image = self.image, None
+        if image is not None:
+            try:
+                image.close()
+            except Exception:
+                LOG.debug("closing image %r failed", self.name, exc_info=True)
+
     def _grow(self, needed: int) -> None:
         """Grow in large steps, never per chunk: doubling, 1 to 8 GiB at a time."""
         step = min(max(self.capacity, MIN_GROWTH), MAX_GROWTH)
         new = max(needed, self.capacity + step)
         new = -(-new // self.driver.object_size) * self.driver.object_size
-        try:
-            self.image.resize(new)
-        except self.driver.rbd.Error as exc:
-            raise self.driver._error(exc, "add", f"cannot grow image {self.name!r}") from exc
+        self.image.resize(new)
         self.capacity = new
 
     def commit(self) -> Stored:
-        if not self._wait():
-            raise errors.BackendUnavailable(
-                f"writes to image {self.name!r} did not finish (the Ceph cluster did not "
-                f"answer within {self.driver.timeout} s)", store=self.driver.store_id,
-                operation="add")
+        if not self.settle():
+            raise self._stuck()
         self._raise_failure()
+        if self.capacity != self.offset:
+            self.image.resize(self.offset)     # trim the growth (or thin tail)
+            self.capacity = self.offset
+        self.image.flush()
+        self.image.create_snap(SNAPSHOT)
+        self.image.protect_snap(SNAPSHOT)
         b = self.driver.rbd
         try:
-            if self.capacity != self.offset:
-                self.image.resize(self.offset)     # trim the growth (or thin tail)
-                self.capacity = self.offset
-            self.image.flush()
-            self.image.create_snap(SNAPSHOT)
-            self.image.protect_snap(SNAPSHOT)
-            self.image.close()
-            self.image = None
-        except b.Error as exc:
-            raise self.driver._error(exc, "add", f"cannot finish image {self.name!r}") from exc
-        return Stored(self.driver.location_of(self.name))
+            b.RBD().rename(self.ioctx, self.name, self.image_id)   # never replaces one
+        except b.ImageExists:
+            raise errors.Duplicate(f"image {self.image_id!r} appeared while this copy "
+                                   "was being written") from None
+        self.created = False        # the store's image now: nothing for abort to remove
+        self.close_image()
+        return Stored(self.driver.location_for(self.image_id))
 
     def abort(self) -> None:
         if not self.created:
             return
         self.created = False
-        image = getattr(self, "image", None)
-        if not self._wait():
+        if not self.settle():
             # Closing an image with writes in flight is not safe: leave it to
             # the store's next operation, once the writes have failed or landed.
             self._later("writes to it are still in flight", keep_open=True)
             return
-        if image is not None and not self._reachable(image):
+        if self.image is not None and not self._reachable(self.image):
             # Closing now would leave the image's watch registered on the
             # OSDs (for up to 30 s once they are back), refusing its removal:
             # keep it open until the cluster answers again.
             self._later("the Ceph cluster does not answer", keep_open=True)
             return
-        self.image = None
-        if image is not None:
-            try:
-                image.close()
-            except Exception:
-                LOG.debug("closing image %r after a failure failed", self.name, exc_info=True)
+        self.close_image()
         try:
-            self.driver._remove(self.ioctx, self.name, SNAPSHOT, "add")
+            self.driver.remove_partial(self.ioctx, self.name)
         except errors.NotFound:
             pass
-        except errors.MultistoreError as exc:
-            self._later(str(exc))
+        except Exception as exc:   # noqa: BLE001 - removed later
+            self._later(f"{type(exc).__name__}: {exc}")
 
     def _reachable(self, image: Any) -> bool:
         """Whether the OSD holding the image's header answers (within the timeout)."""
@@ -647,7 +790,7 @@ class _RbdWriter(Writer):
         LOG.warning("store %s: cannot remove partial image %r now (%s); it will be "
                     "removed at the store's next operation", self.driver.store_id,
                     self.name, why)
-        self.driver._forget_later(self.name, self if keep_open else None)
+        self.driver.remove_later(self.name, self if keep_open else None)
 
 
 def _oserror(rbd: Any, errno: int) -> BaseException:
@@ -681,8 +824,7 @@ class _Reader:
                         # the reads in flight were dropped, so stopping here
                         # quietly would hand out a truncated image.
                         raise errors.BackendUnavailable(
-                            "the store was closed while the image was being read",
-                            store=self.driver.store_id, operation="get")
+                            "the store was closed while the image was being read")
                     while pos < end and len(self.pending) < READ_DEPTH:
                         n = min(READ_PIECE - pos % READ_PIECE, end - pos)
                         holder: list[Any] = [None]
@@ -693,13 +835,11 @@ class _Reader:
                 completion.wait_for_complete_and_cb()
                 ret = completion.get_return_value()
                 if ret < 0:
-                    raise self.driver._error(_oserror(self.driver.rbd, -ret), "get",
-                                             "reading the image failed")
+                    raise _oserror(self.driver.rbd, -ret)
                 if ret != wanted:
                     raise errors.BackendUnavailable(
                         f"the image was cut short: {ret} bytes instead of {wanted} at "
-                        f"offset {self.start + delivered}", store=self.driver.store_id,
-                        operation="get")
+                        f"offset {self.start + delivered}")
                 delivered += wanted
                 yield holder[0]
         finally:
@@ -722,4 +862,4 @@ def _keeper(holder: list[Any]) -> Any:
     return done
 
 
-__all__ = ["RbdDriver", "OPTIONS", "parse_location", "make_location"]
+__all__ = ["RbdDriver", "RbdLocation", "OPTIONS", "PARTIAL_PREFIX"]

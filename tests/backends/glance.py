@@ -370,7 +370,10 @@ class GlanceServer:
                  "--timeout", "600", "--graceful-timeout", "30", "--no-control-socket",
                  "--pid", str(self.pid_path), "glance.wsgi.api:application"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self._env(), start_new_session=True)
+                # gunicorn puts the directory it starts in on sys.path, ahead
+                # of PYTHONPATH: started from a checkout, Glance would import
+                # that checkout's multistore instead of python_path's build.
+                env=self._env(), start_new_session=True, cwd=self.dir)
         self.pid = proc.pid
         try:
             self._wait_ready(began + timeout)

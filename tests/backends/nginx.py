@@ -33,11 +33,15 @@ One nginx master process serves, from a temporary directory:
   host), which logs every request it relays to ``proxy.log``.
 
 The access log ``access.log`` records each request's ``Range`` header.
-The server is started by :meth:`Nginx.start` and stopped by its PID.
+The server is started by :meth:`Nginx.start` and stopped by its PID. For the
+fault suite, :meth:`Nginx.kill` (SIGKILL), :meth:`Nginx.restart`,
+:meth:`Nginx.freeze` (SIGSTOP) and :meth:`Nginx.thaw` (SIGCONT) act on its
+process group: the master and its worker, nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import runpy
 import shutil
@@ -185,7 +189,10 @@ class Nginx:
 
     def start(self, timeout: float = 20.0) -> None:
         self.prepare()
-        log = open(self.root / "stderr.log", "wb")
+        self._launch(timeout)
+
+    def _launch(self, timeout: float) -> None:
+        log = open(self.root / "stderr.log", "ab")
         try:
             self.process = subprocess.Popen(
                 [self.binary, "-p", str(self.root), "-c", str(self.root / "nginx.conf"),
@@ -207,19 +214,75 @@ class Nginx:
                 socket.create_connection((self.host, ports[0]), timeout=1).close()
                 ports.pop(0)
             except OSError:
-                time.sleep(0.05)
+                time.sleep(0.02)
 
     def stop(self) -> None:
         """Stop the master (which stops its worker) by PID."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
+        self._signal_group(process, signal.SIGCONT)    # a frozen server cannot stop
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            process.kill()
+            self._signal_group(process, signal.SIGKILL)
             process.wait(timeout=10)
+
+    # -- faults (the fault suite's hooks) ------------------------------------
+
+    def kill(self) -> None:
+        """SIGKILL the master and its worker at once (their process group):
+        connections drop, the ports refuse connections until :meth:`restart`."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            raise NginxError("nginx is not running")
+        workers = self._workers(process.pid)
+        self._signal_group(process, signal.SIGKILL)
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def restart(self, timeout: float = 20.0) -> None:
+        """Start again (same directory, certificates and ports) after :meth:`kill`
+        and wait until every port answers."""
+        if self.process is not None and self.process.poll() is None:
+            raise NginxError("nginx is still running")
+        self._launch(timeout)
+
+    def freeze(self) -> None:
+        """SIGSTOP the master and its worker: connections stay open and
+        new ones are accepted by the kernel, but nothing is answered."""
+        assert self.process is not None
+        self._signal_group(self.process, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT what :meth:`freeze` stopped."""
+        assert self.process is not None
+        self._signal_group(self.process, signal.SIGCONT)
+
+    @staticmethod
+    def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+        # The master leads its own process group (start_new_session): the
+        # group is this server's processes and nothing else.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+
+    @staticmethod
+    def _workers(master: int) -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rpartition(")")[2].split()
+            if fields and int(fields[1]) == master:     # the parent's pid
+                found.append(int(entry))
+        return found
 
     def check_alive(self) -> None:
         """Raise NginxError (with nginx's logs) if the server stopped or lost
@@ -267,6 +330,15 @@ class Nginx:
     def access_log(self, name: str = "access.log") -> list[str]:
         path = self.root / name
         return path.read_text().splitlines() if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (a zombie has)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _tls() -> Any:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -125,14 +125,8 @@ def _run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = 
     return done.stdout
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+_procs = runpy.run_path(str(Path(__file__).with_name("procs.py")))
+_port_free, _alive = _procs["port_free"], _procs["alive"]
 
 
 class CephCluster:
@@ -153,6 +147,7 @@ class CephCluster:
         self.bind_ports = bind_ports    # the OSD's listeners (it needs ~8)
         self.fsid = ""
         self.frozen = False
+        self.extra_pools: list[str] = []
 
     # -- paths -------------------------------------------------------------
 
@@ -327,6 +322,29 @@ class CephCluster:
         out = _run(["rados", "--id", self.user, "-p", self.pool, "ls"], env=self._env())
         return out.split()
 
+    def add_pool(self, pool: str) -> None:
+        """Create another rbd pool (if missing) and let the client user use it
+        as it uses ``self.pool``; new connections get the new capabilities."""
+        admin = self._admin(time.monotonic() + 30)
+        try:
+            if pool not in admin.list_pools():
+                self._mon(admin, {"prefix": "osd pool create", "pool": pool,
+                                  "pg_num": 8, "pgp_num": 8})
+                self._mon(admin, {"prefix": "osd pool application enable", "pool": pool,
+                                  "app": "rbd"})
+            pools = sorted({self.pool, pool, *self.extra_pools})
+            osd = ", ".join(f"profile rbd pool={p}" for p in pools)
+            self._mon(admin, {"prefix": "auth caps", "entity": f"client.{self.user}",
+                              "caps": ["mon", "profile rbd", "osd", osd, "mgr", osd]})
+            self.extra_pools = [p for p in pools if p != self.pool]
+        finally:
+            admin.shutdown()
+
+    def pool_images(self, pool: str) -> list[str]:
+        """The images of another pool (``rbd ls``, partial ones included)."""
+        return json.loads(_run(["rbd", "--id", self.user, "-p", pool, "ls", "--format",
+                                "json"], env=self._env()) or "[]")
+
     # -- freeze / stop ------------------------------------------------------
 
     def freeze(self) -> None:
@@ -369,21 +387,8 @@ class CephCluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def _is_ceph(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return os.path.basename(f.read().split(b"\0")[0]).startswith(b"ceph-")
-    except OSError:
-        return False
+    return bool(_procs["program"](pid).startswith(b"ceph-"))
 
 
 def main(argv: list[str]) -> int:

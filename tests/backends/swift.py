@@ -360,6 +360,47 @@ class SwiftAIO:
                                             f"key_file = {tls / 'server.key'}\n", 1)
         return self._start_proxy("proxy-tls", port, conf, timeout, scheme="https")
 
+    def start_fault_proxy(self, port: int | None = None, timeout: float = 60.0) -> str:
+        """A tempauth proxy of its own on the same servers, for fault tests
+        to kill, freeze and restart (:meth:`kill`, :meth:`freeze`,
+        :meth:`thaw`, :meth:`restart` with ``"proxy-faults"``) while the
+        other proxies keep serving. Returns its URL."""
+        port = port or self.ports["proxy"] + 6
+        conf = PROXY_CONF.format(
+            port=port, user=_user_name(), workers=0, etc=self.dir / "etc", users=self._users(),
+            auth=self.auth_filter, extra=self.proxy_extra, filters=self._plain_filters())
+        # Container info (a quota set or lifted) is cached for a second only.
+        conf = conf.replace("account_autocreate = true\n", "account_autocreate = true\n"
+                            "recheck_container_existence = 1\n"
+                            "recheck_account_existence = 1\n", 1)
+        return self._start_proxy("proxy-faults", port, conf, timeout)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one server (its process group) and reap it."""
+        pid = self.pids[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def freeze(self, name: str) -> None:
+        os.killpg(self.pids[name], signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        os.killpg(self.pids[name], signal.SIGCONT)
+
+    def restart(self, name: str, timeout: float = 60.0) -> str:
+        """Start a proxy again from its configuration (after :meth:`kill`)."""
+        if _alive(self.pids[name]):
+            self.kill(name)
+        conf = (self.dir / "etc" / f"{name}-server.conf").read_text()
+        port = self.ports.pop(name)
+        deadline = time.monotonic() + timeout
+        while _port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self._start_proxy(name, port, conf, timeout)
+
     def _users(self) -> str:
         """tempauth's user lines."""
         return "\n".join(f"user_{u.replace(':', '_')} = {key} {groups}".rstrip()

@@ -40,8 +40,8 @@ def test_file_copy_on_one_filesystem_is_done_by_the_kernel(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="multistore")
     with load(tmp_path) as stores:
         added = stores.add("img", DATA, len(DATA), store="a")
-        offloaded = stores.copy(added.location, ["b"])
-        streamed = stores.copy(added.location, ["c"], offload=False)
+        offloaded = stores.copy(added.location, ["b"], offload=True)
+        streamed = stores.copy(added.location, ["c"])
     assert "done inside the backend" in caplog.text
     assert [(r.size, r.checksum, r.multihash) for r in (*offloaded, *streamed)] == [
         (added.size, added.checksum, added.multihash)] * 2
@@ -54,7 +54,7 @@ def test_file_copy_to_another_filesystem_is_streamed(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="multistore")
     with tmpfs(tmp_path / "mnt") as other, load(tmp_path, c=other) as stores:
         added = stores.add("img", DATA, len(DATA), store="a")
-        both = stores.copy(added.location, ["b", "c"])
+        both = stores.copy(added.location, ["b", "c"], offload=True)
         assert [r.store for r in both] == ["b", "c"]
         assert all(r.checksum == added.checksum for r in both)
         assert caplog.text.count("done inside the backend") == 1     # b only
@@ -66,7 +66,7 @@ def test_an_offloaded_copy_is_all_or_nothing(tmp_path):
         added = stores.add("img", DATA, len(DATA), store="a")
         stores.add("img", b"other", 5, store="c")                  # c refuses: Duplicate
         with pytest.raises(errors.Duplicate):
-            stores.copy(added.location, ["b", "c"])
+            stores.copy(added.location, ["b", "c"], offload=True)
         assert not os.path.exists(tmp_path / "b" / "img")
         assert stores.sweep(grace=0) == []
 
@@ -90,7 +90,7 @@ def test_an_offloaded_copy_that_reads_back_wrong_is_removed(tmp_path):
     with multistore.load(conf, drivers={"memory": RottingMemoryDriver.sharing(backend)}) as s:
         added = s.add("img", DATA, len(DATA), store="orig")
         with pytest.raises(errors.ChecksumMismatch) as info:
-            s.copy(added.location, ["copy"], checksum=added.checksum)
+            s.copy(added.location, ["copy"], checksum=added.checksum, offload=True)
         assert info.value.stores == ("copy",)
         assert backend.stores["copy"] == {}
-        assert s.copy(added.location, ["copy"], offload=False, checksum=None)
+        assert s.copy(added.location, ["copy"], checksum=None)

@@ -6,7 +6,8 @@ forward proxy 18082; the breaking proxy 18083; a Python server answering
 ranges in pieces 18084; a Python server answering every request with a
 redirect 18085; a port that records connections (and answers nothing)
 18086; a server that never answers 18098; nothing listens on 18099. The
-benchmark's nginx uses 18090-18092.
+benchmark's nginx uses 18090-18092. The fault tests' own nginx, killed and
+frozen on purpose, listens on 18100-18102.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from multistore.testing import make_conf
 HTTP_PORT, HTTPS_PORT, PROXY_PORT, BREAKING_PORT = 18080, 18081, 18082, 18083
 CAPPED_PORT, REDIRECT_PORT, LISTEN_PORT = 18084, 18085, 18086
 SILENT_PORT, DEAD_PORT = 18098, 18099
+FAULT_HTTP_PORT, FAULT_HTTPS_PORT, FAULT_PROXY_PORT = 18100, 18101, 18102
 
 
 def _load_harness() -> Any:
@@ -52,15 +54,14 @@ harness = _load_harness()
 Nginx = harness.Nginx
 
 
-@pytest.fixture(scope="session")
-def nginx_server() -> Iterator[Any]:
-    """The nginx server for the whole session; a failure to start fails the tests.
-
-    Its directory is its own, outside pytest's temporary directories (which
-    other pytest sessions on the machine may clean up), removed at the end.
-    """
-    root = tempfile.mkdtemp(prefix="multistore-http-nginx-")
-    server = Nginx(root, HTTP_PORT, HTTPS_PORT, PROXY_PORT)
+@contextlib.contextmanager
+def running_nginx(prefix: str, *ports: int) -> Iterator[Any]:
+    """An nginx on ``ports`` (HTTP, HTTPS, proxy) in a directory of its own,
+    outside pytest's temporary directories (which other pytest sessions on
+    the machine may clean up), stopped and removed at the end; a failure to
+    start fails the tests."""
+    root = tempfile.mkdtemp(prefix=prefix)
+    server = Nginx(root, *ports)
     try:
         server.start()
         yield server
@@ -69,11 +70,45 @@ def nginx_server() -> Iterator[Any]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def nginx_server() -> Iterator[Any]:
+    """The nginx server for the whole session."""
+    with running_nginx("multistore-http-nginx-", HTTP_PORT, HTTPS_PORT, PROXY_PORT) as server:
+        yield server
+
+
 @pytest.fixture
 def nginx(nginx_server: Any) -> Any:
     """The session's nginx, checked to be still running before each test."""
     nginx_server.check_alive()
     return nginx_server
+
+
+@pytest.fixture(scope="module")
+def fault_nginx_server() -> Iterator[Any]:
+    """A private nginx for the tests that kill and freeze it (the session's
+    nginx, which other tests use, is never disturbed)."""
+    with running_nginx("multistore-http-faults-", FAULT_HTTP_PORT, FAULT_HTTPS_PORT,
+                       FAULT_PROXY_PORT) as server:
+        yield server
+
+
+@pytest.fixture
+def fault_nginx(fault_nginx_server: Any) -> Iterator[Any]:
+    """The private nginx, running and thawed before and after each test (a
+    test that failed half way may have left it killed or frozen), its
+    images removed after the test."""
+    def ensure() -> None:
+        process = fault_nginx_server.process
+        if process is None or process.poll() is not None:
+            fault_nginx_server.restart()
+        else:
+            fault_nginx_server.thaw()
+    ensure()
+    yield fault_nginx_server
+    ensure()
+    for path in fault_nginx_server.docroot.iterdir():
+        path.unlink()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import multistore
-from multistore.testing import make_conf
+from multistore.testing import make_conf, render_ini
 
 _HARNESS = Path(__file__).resolve().parents[2] / "backends" / "rbd.py"
 # Not importable as "rbd": that is Ceph's own binding module.
@@ -69,16 +69,34 @@ def rbd_options(cluster: Any, **overrides: Any) -> dict[str, Any]:
             "rados_connect_timeout": 10, **overrides}
 
 
+Layout = dict[str, tuple[Any, dict[str, Any]]]
+
+
+def rbd_sections(stores: Layout, default: str | None = None) -> dict[str, Any]:
+    """The configuration of ``{"fast": (cluster, {opts}), ...}``."""
+    sections: dict[str, Any] = {
+        "DEFAULT": {"enabled_backends": {sid: "rbd" for sid in stores}},
+        "glance_store": {"default_backend": default or next(iter(stores))},
+    }
+    for sid, (cluster, opts) in stores.items():
+        sections[sid] = rbd_options(cluster, **opts)
+    return sections
+
+
 @pytest.fixture
 def make_rbd_stores(tmp_path: Path) -> Callable[..., multistore.StoreSet]:
     """``make({"fast": (cluster, {opts}), ...}, default="fast")`` -> StoreSet."""
-    def make(stores: dict[str, tuple[Any, dict[str, Any]]],
-             default: str | None = None) -> multistore.StoreSet:
-        sections: dict[str, Any] = {
-            "DEFAULT": {"enabled_backends": {sid: "rbd" for sid in stores}},
-            "glance_store": {"default_backend": default or next(iter(stores))},
-        }
-        for sid, (cluster, opts) in stores.items():
-            sections[sid] = rbd_options(cluster, **opts)
-        return multistore.load(make_conf(sections, tmp_path))
+    def make(stores: Layout, default: str | None = None) -> multistore.StoreSet:
+        return multistore.load(make_conf(rbd_sections(stores, default), tmp_path))
     return make
+
+
+@pytest.fixture
+def write_rbd_config(tmp_path: Path) -> Callable[..., Path]:
+    """``write({"fast": (cluster, {opts}), ...}, default="fast")`` -> the path of
+    a configuration file (for child processes)."""
+    def write(stores: Layout, default: str | None = None) -> Path:
+        path = tmp_path / "rbd-stores.conf"
+        path.write_text(render_ini(rbd_sections(stores, default)))
+        return path
+    return write

@@ -85,16 +85,21 @@ def test_location_snapshot_and_image_layout(stores, ceph_a):
 
 
 def test_location_parsing():
-    parse, make = rbd_driver.parse_location, rbd_driver.make_location
+    loc = rbd_driver.RbdLocation
+
+    def parse(url: str) -> tuple[str | None, ...]:
+        parsed = loc.parse(url)
+        return parsed.fsid, parsed.pool, parsed.image_id, parsed.snapshot
+
     assert parse("rbd://f/p/i/s") == ("f", "p", "i", "s")
     assert parse("rbd://img") == (None, None, "img", None)
-    odd = make("fs id", "po/ol", "im%g", "snap")
+    odd = loc("fs id", "po/ol", "im%g", "snap").format()
     assert odd == "rbd://fs%20id/po%2Fol/im%25g/snap"
     assert parse(odd) == ("fs id", "po/ol", "im%g", "snap")
     for bad in ("rbd://", "rbd://a/b", "rbd://a/b/c", "rbd://a/b/c/d/e", "rbd://a//c/d",
                 "file:///x", "rbd:/x"):
-        with pytest.raises(errors.BadLocation):
-            parse(bad)
+        with pytest.raises(ValueError):
+            loc.parse(bad)
 
 
 def test_owns_checks_fsid_and_pool_without_connecting(stores, ceph_a):
@@ -168,11 +173,15 @@ def test_two_stores_on_two_clusters(ceph_a, ceph_b, make_rbd_stores):
 
 # -- delete ------------------------------------------------------------------
 
-def test_delete_refused_while_cloned(stores, ceph_a):
+@pytest.mark.parametrize("form", ["snapshot", "legacy"])
+def test_delete_refused_while_cloned(stores, ceph_a, form):
+    """Through either location form (rbd://<id> names the same image: it
+    used to go to the trash, clones and all)."""
     import rbd
     data = random_bytes(2 * MiB, seed=5)
     image_id = new_id()
     result = stores.add(image_id, data, len(data))
+    location = result.location if form == "snapshot" else f"rbd://{image_id}"
     clone = f"clone-{image_id}"
     with pool_io(ceph_a) as ioctx:
         # What nova / cinder do with a glance image: clone the protected snapshot.
@@ -180,7 +189,7 @@ def test_delete_refused_while_cloned(stores, ceph_a):
                         features=rbd.RBD_FEATURE_LAYERING)
         try:
             with pytest.raises(errors.InUse) as info:
-                stores.delete(result.location)
+                stores.delete(location)
             assert "clone" in str(info.value) and clone in str(info.value)
             assert "nothing was deleted" in str(info.value)
             assert info.value.store == "ceph"
@@ -192,8 +201,9 @@ def test_delete_refused_while_cloned(stores, ceph_a):
                 assert img.read(0, 100) == data[:100]
         finally:
             rbd.RBD().remove(ioctx, clone)
-    stores.delete(result.location)
+    stores.delete(location)
     assert image_id not in ceph_a.images()
+    assert image_id not in ceph_a.rbd("trash", "ls")
     with pytest.raises(errors.NotFound):
         stores.delete(result.location)
 
@@ -297,16 +307,17 @@ def test_unknown_size_grows_in_large_steps_and_trims(stores, ceph_a):
     for _ in range(count):
         writer.write(memoryview(chunk))
     stored = writer.commit()
+    location = stored.location.format()
     total = count * len(chunk)
     # One growth to 1 GiB, then the trim: not one resize per chunk.
     assert counting.resizes == [1024 * MiB, total]
     with pool_io(ceph_a) as ioctx, rbd.Image(ioctx, image_id, snapshot="snap",
                                                read_only=True) as img:
         assert img.size() == total
-    assert stores.get_size(stored.location) == total
-    with stores.get(stored.location, offset=total - 10) as reader:
+    assert stores.get_size(location) == total
+    with stores.get(location, offset=total - 10) as reader:
         assert reader.read_all() == chunk[-10:]
-    stores.delete(stored.location)
+    stores.delete(location)
 
 
 def test_unknown_size_through_the_store_set(stores):
@@ -342,10 +353,11 @@ def test_failed_add_removes_image_and_snapshot(stores, ceph_a):
             raise driver.rbd.IOError("injected failure", errno=5)
 
     writer.image = Broken(writer.image)
-    with pytest.raises(errors.MultistoreError, match="injected"):
+    with pytest.raises(errors.MultistoreError, match="injected"), \
+            stores["ceph"].context("add"):       # as the core calls it
         writer.commit()
     writer.abort()
-    assert image_id not in ceph_a.images()
+    assert not [name for name in ceph_a.images() if image_id in name]
 
 
 # -- the connection ------------------------------------------------------------
@@ -423,19 +435,16 @@ def test_cluster_going_away_mid_upload(ceph_a, make_rbd_stores):
         assert info.value.store == "ceph" and info.value.operation == "add"
         assert "did not answer" in str(info.value)
         assert elapsed < 30
-        # The cluster is back: the store's next operations remove the
-        # leftover, as soon as the OSD drops the watch the lost session held
-        # (osd_client_watch_timeout, 10 s on the test cluster).
+        # The cluster is back: the id is free at once (the partial image has
+        # a name of its own), and the store's next operations remove the
+        # partial image as soon as the OSD drops the watch the lost session
+        # held (osd_client_watch_timeout, 10 s on the test cluster).
+        again = stores.add(image_id, block, len(block))
         deadline = time.monotonic() + 40
-        while True:
-            try:
-                again = stores.add(image_id, block, len(block))
-                break
-            except errors.BackendUnavailable as exc:
-                assert "retry shortly" in str(exc)
-                assert time.monotonic() < deadline
-                time.sleep(1)
-        assert not stores["ceph"].driver._leftovers
+        while stores["ceph"].driver._pending:
+            assert time.monotonic() < deadline
+            time.sleep(1)
+            stores.get_size(again.location)         # any operation tries again
         assert read(stores, again.location) == block
         stores.delete(again.location)
         assert image_id not in ceph_a.images()
@@ -447,25 +456,26 @@ def test_a_session_that_cannot_remove_a_partial_image_is_renewed(stores, ceph_a,
     """After an outage the old session may answer "busy" for good (the test
     above meets it about one run in three): forced here, the store must
     remove the leftover through a new session and keep working."""
+    import rbd
     driver = stores["ceph"].driver
-    leftover = new_id()
-    ceph_a.rbd("create", "--size", "4M", leftover)   # as a failed add leaves it
-    driver._leftovers[leftover] = None
-    real_remove = driver._remove
+    leftover = rbd_driver.partial_name(new_id())
+    with pool_io(ceph_a) as ioctx:                   # as a failed add leaves it
+        rbd.RBD().create(ioctx, leftover, 4 * MiB, old_format=False)
+    driver.remove_later(leftover)
+    real_remove = driver.remove_partial
     sessions: list[Any] = []
 
-    def busy_in_the_old_session(ioctx, name, snap, operation):
+    def busy_in_the_old_session(ioctx, name):
         sessions.append(ioctx)
         if ioctx is sessions[0]:
-            raise errors.InUse("RBD image is busy (injected)", store="ceph",
-                               operation=operation)
-        return real_remove(ioctx, name, snap, operation)
+            raise errors.InUse("RBD image is busy (injected)")
+        return real_remove(ioctx, name)
 
-    monkeypatch.setattr(driver, "_remove", busy_in_the_old_session)
+    monkeypatch.setattr(driver, "remove_partial", busy_in_the_old_session)
     added = [stores.add(new_id(), b"k" * 10, 10) for _ in range(rbd_driver.RENEW_AFTER + 1)]
     assert sessions[:rbd_driver.RENEW_AFTER] == [sessions[0]] * rbd_driver.RENEW_AFTER
     assert len(sessions) == rbd_driver.RENEW_AFTER + 1 and sessions[-1] is not sessions[0]
-    assert not driver._leftovers and leftover not in ceph_a.images()
+    assert not driver._pending and leftover not in ceph_a.images()
     for result in added:
         assert read(stores, result.location) == b"k" * 10
         stores.delete(result.location)

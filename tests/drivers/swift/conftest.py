@@ -49,6 +49,13 @@ def swift_tls_url(swift_server):
     return swift_server.start_tls_proxy(BASE_PORT + 5)
 
 
+@pytest.fixture(scope="session")
+def swift_fault_proxy(swift_server):
+    """A tempauth proxy of its own (port base + 6) that fault tests kill,
+    freeze and restart: ``swift_server.kill("proxy-faults")`` ..."""
+    return swift_server.start_fault_proxy(BASE_PORT + 6)
+
+
 @pytest.fixture
 def refs_file(swift_server, tmp_path):
     return write_refs(tmp_path / "glance-swift-store.conf",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import errno
 import importlib
 import importlib.metadata
 import logging
@@ -79,6 +80,11 @@ class VolumeIO(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the handle (idempotent)."""
+
+    def stalled(self) -> bool:
+        """Whether the storage stopped answering (an operation timed out):
+        closing may then block for as long again."""
+        return False
 
 
 class Connection(abc.ABC):
@@ -142,9 +148,8 @@ class RbdConnection(Connection):
     ``RBDVolumeIOWrapper``); a read-only handle comes from the connector's
     own handle maker with librbd's ``read_only`` (os-brick's wrapper does not
     refuse writes on an ``ro`` attachment). os-brick writes a temporary
-    ceph.conf for each handle (with ``cinder_rbd_keyring_file``, a line
-    naming the keyring, never the key); it is removed as soon as librados
-    has read it.
+    ceph.conf for each handle (with the settings below, never the key); it
+    is removed as soon as librados has read it.
     """
 
     protocol = "rbd"
@@ -152,13 +157,20 @@ class RbdConnection(Connection):
     def __init__(self, connection_info: dict[str, Any], settings: Settings) -> None:
         super().__init__(connection_info, settings)
         from os_brick.initiator import connector  # type: ignore[import-untyped]
-        if settings.keyring_file:
-            # os-brick writes connection_info["keyring"] verbatim into the
-            # [global] section of its temporary ceph.conf (cinderlib passes the
-            # keyring's text there). A "keyring = <path>" line instead keeps
-            # the key out of connection_info, out of os-brick's DEBUG traces
-            # of it, and out of the temporary file: librados reads the file.
-            self.info = {**connection_info, "keyring": f"keyring = {settings.keyring_file}"}
+        # os-brick writes connection_info["keyring"] verbatim into the [global]
+        # section of its temporary ceph.conf (cinderlib passes the keyring's
+        # text there). Lines of settings go there instead: a "keyring = <path>"
+        # line keeps the key out of connection_info, out of os-brick's DEBUG
+        # traces of it and out of the temporary file (librados reads the file,
+        # /etc/ceph/<cluster>.<name>.keyring if none is named, as os-brick
+        # would); timeouts, so that a Ceph that stops answering is an error,
+        # not a hang (librados waits forever by default); librbd's cache off
+        # (whole images are streamed; the cache only copies them once more).
+        lines = [f"keyring = {settings.keyring_file}"] if settings.keyring_file else []
+        t = f"{settings.timeout:.0f}"
+        lines += [f"client_mount_timeout = {t}", f"rados_mon_op_timeout = {t}",
+                  f"rados_osd_op_timeout = {t}", "rbd_cache = false"]
+        self.info = {**connection_info, "keyring": "\n".join(lines)}
         self.connector = connector.InitiatorConnector.factory(
             "RBD", settings.root_helper, do_local_attach=False,
             use_multipath=settings.use_multipath)
@@ -214,6 +226,7 @@ class RbdIO(VolumeIO):
         self.on_close = on_close
         self.in_flight = 0
         self.failure: int | None = None
+        self.timed_out = False
         self.cond = threading.Condition()
 
     def size(self) -> int:
@@ -242,11 +255,16 @@ class RbdIO(VolumeIO):
             ret = completion.get_return_value()
             if ret < 0 and self.failure is None:
                 self.failure = -ret
+                self.timed_out = self.failure == errno.ETIMEDOUT
             self.in_flight -= 1
             self.cond.notify_all()
 
+    def stalled(self) -> bool:
+        return self.timed_out
+
     def _wait(self, predicate: Any) -> None:
         if not self.cond.wait_for(predicate, timeout=self.timeout):
+            self.timed_out = True
             raise errors.BackendUnavailable(
                 f"Ceph did not finish a write to the volume within {self.timeout:.0f} s")
 
@@ -266,7 +284,11 @@ class RbdIO(VolumeIO):
         # deployment: librbd's completions call back into Python).
         pos, end = offset, offset + count
         while pos < end:
-            data = self.image.read(pos, min(READ_PIECE, end - pos))
+            try:
+                data = self.image.read(pos, min(READ_PIECE, end - pos))
+            except self.rbd.Timeout:
+                self.timed_out = True
+                raise
             if not data:
                 raise errors.SizeMismatch(f"the volume ended at {pos} bytes, "
                                           f"{end - pos} before the image's end")
@@ -274,6 +296,16 @@ class RbdIO(VolumeIO):
             yield data
 
     def close(self) -> None:
+        """Wait for writes in flight, then close; when the storage stopped
+        answering, the close (which waits for it again) goes on in the
+        background."""
+        if self.timed_out:
+            threading.Thread(target=self._close, daemon=True,
+                             name="multistore-cinder-close").start()
+        else:
+            self._close()
+
+    def _close(self) -> None:
         with self.cond:
             in_flight = self.in_flight
         if in_flight:

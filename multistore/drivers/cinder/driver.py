@@ -338,7 +338,10 @@ class CinderDriver(Driver[CinderLocation]):
             attachment, shared.attachment = shared.attachment, None
             try:
                 if attachment is not None:
-                    attachment.close()
+                    attachment.disconnect()
+                    if self.api.away():
+                        raise errors.BackendUnavailable("Cinder did not answer the last call")
+                    attachment.delete()
             except Exception as exc:  # noqa: BLE001 - logged, retried later
                 # The bytes were delivered: the reader closes without error,
                 # and the attachment is deleted at the volume's next use.
@@ -550,18 +553,32 @@ class _Attachment:
     def close(self) -> None:
         """Disconnect, then delete the attachment (volume back to ``available``);
         again after a failure deletes what is left."""
-        from cinderclient import exceptions as cinder_exc  # type: ignore[import-untyped]
-        connection, self.connection = self.connection, None
         try:
-            if connection is not None:
-                connection.close()
+            self.disconnect()
         finally:
-            att = self.id
-            if att is not None:
-                with contextlib.suppress(cinder_exc.NotFound):
-                    self.driver.api.call(lambda: self.client.attachments.delete(att),
-                                         "attachment delete")
-                self.id = None
+            self.delete()
+
+    def disconnect(self, background: bool = False) -> None:
+        """os-brick's disconnect (this host only); in a thread of its own when
+        the storage stopped answering (it waits for it again)."""
+        connection, self.connection = self.connection, None
+        if connection is None:
+            return
+        if background:
+            threading.Thread(target=connection.close, daemon=True,
+                             name="multistore-cinder-disconnect").start()
+        else:
+            connection.close()
+
+    def delete(self) -> None:
+        """Delete the attachment in Cinder."""
+        from cinderclient import exceptions as cinder_exc  # type: ignore[import-untyped]
+        att = self.id
+        if att is not None:
+            with contextlib.suppress(cinder_exc.NotFound):
+                self.driver.api.call(lambda: self.client.attachments.delete(att),
+                                     "attachment delete")
+            self.id = None
 
 
 @dataclasses.dataclass(eq=False)
@@ -736,22 +753,22 @@ class _CinderWriter(Writer):
         self._stop_heart(wait=1.0)
         given_up = False
         try:
+            stalled = self.io is not None and self.io.stalled()
+            if stalled or self.api.away():
+                # Ceph or Cinder did not answer: more calls would only add
+                # their timeouts to the error. The volume is closed on this
+                # host (in the background if Ceph is away); the sweep deletes
+                # its attachment and the volume.
+                io, self.io = self.io, None
+                attachment, self.attachment = self.attachment, None
+                if io is not None:
+                    io.close()
+                if attachment is not None:
+                    attachment.disconnect(background=stalled)
+                raise errors.BackendUnavailable("Cinder or Ceph is away")
             with contextlib.suppress(Exception):
                 if self.io is not None:
                     self.io.drain()
-            if self.api.away():
-                # Cinder did not answer the call that failed: more calls would
-                # only add their timeouts to the error. The volume is closed
-                # here; the sweep deletes its attachment and the volume.
-                io, self.io = self.io, None
-                attachment, self.attachment = self.attachment, None
-                try:
-                    if io is not None:
-                        io.close()
-                finally:
-                    if attachment is not None and attachment.connection is not None:
-                        attachment.connection.close()
-                raise errors.BackendUnavailable("Cinder is away")
             self._detach()
             volumes = [self.volume] if self.volume is not None else self._mine()
             for volume in volumes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -182,6 +183,15 @@ def test_two_cinder_stores_are_independent(
             client.volumes.delete(volume["id"])
     assert cinder_deployment.volumes(other) == [] or all(
         v["status"] == "deleting" for v in cinder_deployment.volumes(other))
+
+
+def test_two_stores_on_one_volume_type_are_refused(
+        make_cinder_stores: Callable[..., Any]) -> None:
+    with pytest.raises(errors.ConfigError) as info:
+        make_cinder_stores({"one": {"cinder_volume_type": "netapp"},
+                            "two": {"cinder_volume_type": "netapp"}})
+    assert "volume type 'netapp'" in str(info.value)
+    assert set(info.value.stores) == {"one", "two"}
 
 
 def test_detailed_listing_shows_type_backend_and_pool_capacity(
@@ -417,14 +427,15 @@ def test_tls_endpoint(make_cinder_stores: Callable[..., Any], cinder_deployment:
         "trusted": {**https, "cinder_volume_type": "netapp",
                     "cinder_ca_certificates_file": cinder_deployment.ca_file},
         "insecure": {**https, "cinder_volume_type": "powerstore",
-                     "cinder_api_insecure": True},
-        "untrusted": {**https, "cinder_volume_type": "netapp"}})
+                     "cinder_api_insecure": True}})
     for store in ("trusted", "insecure"):
         result = stores.add(new_id(), b"over TLS", 8, store=store)
         assert read(stores, result.location) == b"over TLS"
         stores.delete(result.location)
+    # (a store set of its own: two stores on one type and Cinder are refused)
+    untrusted = make_cinder_stores({"untrusted": {**https, "cinder_volume_type": "netapp"}})
     with pytest.raises(errors.BackendUnavailable) as info:
-        stores.add(new_id(), b"x", 1, store="untrusted")
+        untrusted.add(new_id(), b"x", 1)
     assert "TLS" in str(info.value) and "CERTIFICATE_VERIFY_FAILED" in str(info.value)
     assert cinder_deployment.volumes(project) == []
 
@@ -561,13 +572,16 @@ stores.add(sys.argv[2], source(), 16 * 1024 * 1024)
 
 def test_a_killed_writer_leaves_a_volume_the_sweep_removes(
         make_cinder_stores: Callable[..., Any], cinder_project: tuple[str, Any],
-        cinder_deployment: Any) -> None:
+        cinder_deployment: Any, tmp_path: Path) -> None:
     project, _ = cinder_project
     stores = make_cinder_stores({"netapp": {}})
     conf_file = stores.conf.config_file[0]
     image_id = new_id()
+    # A SIGKILL-ed process removes nothing: os-brick's temporary file goes to
+    # the test's directory, not to the one cinder_project checks.
     child = subprocess.Popen([sys.executable, "-c", WRITER, conf_file, image_id],
-                             stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "WRITING"
         # A live writer in another process: not a leftover.

@@ -1,12 +1,16 @@
-"""The fault suite on a cinder store of the real deployment.
+"""The fault suites on a cinder store of the real deployment.
 
-``netapp`` (the store under test, in the test's project) and ``powerstore``
-(in a second project, so that a quota on the first leaves it room) take the
-mixed load; killed ``multistore add`` children leave volumes the sweep
-removes; "the backend full" is a real quota of 0 GiB; "the server" is
-cinder-api (killed, frozen): bytes go to Ceph through librbd, so an add
-fails when it needs the API again (to commit), and a read finishes and
-detaches once the API is back.
+``netapp`` is the store under test (in the test's project); a file store
+``local`` takes part in the mixed load and is the target of the copies (a
+second cinder store would need the very API the faults take down, to be
+checked empty). Killed ``multistore add`` children leave volumes the sweep
+removes; "the backend full" is a real quota of 0 GiB.
+
+"The server" is everything a cinder store talks to: cinder-api and Ceph
+(the bytes go to Ceph through librbd, the API only places and attaches
+volumes). Killed: cinder-api gets SIGKILL and Ceph's daemons SIGSTOP (the
+test cluster's OSD keeps its data in memory: killed, it would lose every
+volume of the session); frozen: both SIGSTOP.
 """
 
 from __future__ import annotations
@@ -30,30 +34,30 @@ class TestCinderFaults(FaultSuite, FullBackendFaults, ServerFaults):
     server_timeout = 60.0
     fault_image_size = 16 * 1024 * 1024
 
+    @pytest.fixture(autouse=True)
+    def private_tmpdir(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The killed ``multistore add`` children's os-brick temporary files
+        (a SIGKILL-ed process removes nothing) go to the test's directory."""
+        (tmp_path / "children").mkdir()
+        monkeypatch.setenv("TMPDIR", str(tmp_path / "children"))
+
     @pytest.fixture
     def fault_config(self, cinder_deployment: Any, cinder_project: tuple[str, Any],
-                     tmp_path: Path) -> Iterator[Path]:
+                     tmp_path: Path) -> Path:
         project, _ = cinder_project
-        other = project + "b"
         # 16 threads attaching at once queue in cinder-volume (each attachment
-        # runs the ceph CLI there): calls of 10 s happen; a frozen API costs
-        # an add two timeouts (the commit, then its cleanup): 2 x 20 < 60.
-        timeouts = {"cinder_api_timeout": 20, "cinder_http_retries": 1,
-                    "cinder_state_transition_timeout": 60}
+        # runs the ceph CLI there): calls of 10 s happen. A server down costs an
+        # add at most a Ceph timeout and an API timeout: 2 x 15 < 60.
         path = tmp_path / "faults.conf"
         path.write_text(render_ini({
-            "DEFAULT": {"enabled_backends": {"netapp": "cinder", "powerstore": "cinder"}},
+            "DEFAULT": {"enabled_backends": {"netapp": "cinder", "local": "file"}},
             "glance_store": {"default_backend": "netapp", "stream_chunk_size": 65536},
-            "netapp": cinder_store_options(cinder_deployment, project, "netapp", **timeouts),
-            "powerstore": cinder_store_options(cinder_deployment, other, "powerstore",
-                                               cinder_do_extend_attached=True, **timeouts),
+            "netapp": cinder_store_options(cinder_deployment, project, "netapp",
+                                           cinder_api_timeout=15, cinder_http_retries=1,
+                                           cinder_state_transition_timeout=60),
+            "local": {"filesystem_store_datadir": str(tmp_path / "local")},
         }))
-        yield path
-        client = cinder_deployment.client(other)
-        for volume in cinder_deployment.volumes(other):
-            client.volumes.delete(volume["id"])
-        assert cinder_deployment.volumes(other) == [] or all(
-            v["status"] == "deleting" for v in cinder_deployment.volumes(other))
+        return path
 
     @pytest.fixture
     def fill_backend(self, cinder_deployment: Any, cinder_project: tuple[str, Any],
@@ -66,17 +70,33 @@ class TestCinderFaults(FaultSuite, FullBackendFaults, ServerFaults):
         return fill
 
     @pytest.fixture
-    def kill_server(self, cinder_deployment: Any) -> Callable[[], None]:
-        return cinder_deployment.kill_api
+    def kill_server(self, cinder_deployment: Any) -> Iterator[Callable[[], None]]:
+        def kill() -> None:
+            cinder_deployment.kill_api()
+            cinder_deployment.ceph.freeze()
+        yield kill
+        self._restore(cinder_deployment)
 
     @pytest.fixture
     def restart_server(self, cinder_deployment: Any) -> Callable[[], None]:
-        return cinder_deployment.start_api
+        return lambda: self._restore(cinder_deployment)
 
     @pytest.fixture
-    def freeze_server(self, cinder_deployment: Any) -> Callable[[], None]:
-        return cinder_deployment.freeze_api
+    def freeze_server(self, cinder_deployment: Any) -> Iterator[Callable[[], None]]:
+        def freeze() -> None:
+            cinder_deployment.freeze_api()
+            cinder_deployment.ceph.freeze()
+        yield freeze
+        self._restore(cinder_deployment)
 
     @pytest.fixture
     def thaw_server(self, cinder_deployment: Any) -> Callable[[], None]:
-        return cinder_deployment.thaw_api
+        return lambda: self._restore(cinder_deployment)
+
+    @staticmethod
+    def _restore(deployment: Any) -> None:
+        """Everything running again (idempotent: also each hook's teardown)."""
+        if deployment.ceph.frozen:
+            deployment.ceph.thaw()
+        deployment.thaw_api()
+        deployment.start_api()

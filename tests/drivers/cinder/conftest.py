@@ -106,6 +106,7 @@ def cinder_deployment() -> Iterator[Any]:
 def _reused(directory: Path) -> Any:
     info = json.loads((directory / "cinder.json").read_text())
     deployment = harness.CinderDeployment(directory, info["ports"]["api"])
+    deployment.ceph.fsid = info["fsid"]
     if info.get("tls_endpoint"):
         deployment.tls_url = info["tls_endpoint"].rsplit("/v3/", 1)[0]
         deployment.ca_file = info["ca_file"]

@@ -6,9 +6,9 @@ default lands in ``cinder://netapp/<volume id>``; "copy to all stores" gives
 one location per store; every copy reads back; everything is deleted. Once
 through the API, once through the ``multistore`` command.
 
-The third store of the seed is an rbd store ``ceph``. The rbd driver is
-being moved to the driver contract on another branch: until that lands here
-the third store is a file store ``local``.
+The third store of the seed is an rbd store ``ceph``: multistore's rbd
+driver on a pool ``images`` of the deployment's own Ceph, its copies at
+``rbd://<fsid>/images/<image id>/snap``.
 """
 
 from __future__ import annotations
@@ -27,21 +27,29 @@ from multistore.drivers.cinder import CinderLocation
 from multistore.testing import random_bytes
 
 MiB = 1024 * 1024
-THIRD = ("local", "file")
+THIRD = ("ceph", "rbd")
+POOL = "images"
 
 
-def seed_stores(make_cinder_stores: Callable[..., Any], tmp_path: Path) -> Any:
+def seed_stores(make_cinder_stores: Callable[..., Any], cinder_deployment: Any) -> Any:
+    cinder_deployment.add_pool(POOL)
     return make_cinder_stores(
         {"netapp": {}, "powerstore": {"cinder_do_extend_attached": True}},
         default="netapp", extra_backends={THIRD[0]: THIRD[1]},
-        extra_sections={THIRD[0]: {"filesystem_store_datadir": str(tmp_path / "local")}})
+        extra_sections={THIRD[0]: {"rbd_store_ceph_conf": cinder_deployment.ceph_conf,
+                                   "rbd_store_user": cinder_deployment.rbd_user,
+                                   "rbd_store_pool": POOL, "rados_connect_timeout": 10}})
+
+
+def rbd_location(cinder_deployment: Any, image_id: str) -> str:
+    return f"rbd://{cinder_deployment.ceph.fsid}/{POOL}/{image_id}/snap"
 
 
 def test_seed_004_upload_copy_to_all_read_back_delete(
         make_cinder_stores: Callable[..., Any], cinder_project: tuple[str, Any],
-        cinder_deployment: Any, tmp_path: Path) -> None:
+        cinder_deployment: Any) -> None:
     project, client = cinder_project
-    stores = seed_stores(make_cinder_stores, tmp_path)
+    stores = seed_stores(make_cinder_stores, cinder_deployment)
     listed = stores.info(detail=True)
     assert [(e["id"], e["type"], e["default"]) for e in listed] == [
         ("netapp", "cinder", True), ("powerstore", "cinder", False),
@@ -55,7 +63,7 @@ def test_seed_004_upload_copy_to_all_read_back_delete(
     assert set(locations) == {"netapp", "powerstore", THIRD[0]}
     assert locations["powerstore"].startswith("cinder://powerstore/")
     # The copies are named after the image, found in the source volume's metadata.
-    assert locations[THIRD[0]].endswith(f"/{image_id}")
+    assert locations[THIRD[0]] == rbd_location(cinder_deployment, image_id)
     power = client.volumes.get(CinderLocation.parse(locations["powerstore"]).volume_id)
     assert (power.name, power.volume_type) == (f"image-{image_id}", "powerstore")
     assert {c.checksum for c in copies} == {added.checksum}
@@ -66,13 +74,14 @@ def test_seed_004_upload_copy_to_all_read_back_delete(
     for location in locations.values():
         stores.delete(location)
     assert cinder_deployment.volumes(project) == []
+    assert image_id not in cinder_deployment.ceph.pool_images(POOL)
 
 
 def test_seed_004_through_the_command_line(
         make_cinder_stores: Callable[..., Any], cinder_project: tuple[str, Any],
         cinder_deployment: Any, tmp_path: Path) -> None:
     project, _ = cinder_project
-    stores = seed_stores(make_cinder_stores, tmp_path)
+    stores = seed_stores(make_cinder_stores, cinder_deployment)
     conf_file = stores.conf.config_file[0]
     image = tmp_path / "disk.img"
     image.write_bytes(random_bytes(5 * MiB + 3, seed=9))
@@ -92,6 +101,7 @@ def test_seed_004_through_the_command_line(
     copies = cli("copy", added["location"], "--all-stores", "--no-progress")
     locations = [added["location"], *(c["location"] for c in copies)]
     assert [c["store"] for c in copies] == ["powerstore", THIRD[0]]
+    assert copies[1]["location"] == rbd_location(cinder_deployment, "seed-004-image")
     want = hashlib.md5(image.read_bytes()).hexdigest()
     for n, location in enumerate(locations):
         out = tmp_path / f"copy{n}"
@@ -100,3 +110,4 @@ def test_seed_004_through_the_command_line(
     for location in locations:
         cli("delete", location)
     assert cinder_deployment.volumes(project) == []
+    assert "seed-004-image" not in cinder_deployment.ceph.pool_images(POOL)

@@ -86,9 +86,6 @@ osd class default list = *
 # A client that vanished keeps its watches (which refuse an image's removal)
 # for this long; Ceph's default is 30 s, shorter keeps the tests short.
 osd client watch timeout = 10
-# CephCluster.repeer marks the OSD down after every thaw; by default an OSD
-# marked down 5 times in 10 minutes exits (and memstore loses everything).
-osd max markdown count = 1000
 log file = {dir}/log/$name.log
 pid file = {dir}/run/$name.pid
 admin socket = {dir}/run/$name.asok
@@ -367,22 +364,6 @@ class CephCluster:
         self.frozen = False
         if wait:
             self.wait_ready()
-
-    def repeer(self, timeout: float = 60) -> None:
-        """Mark every OSD down (each answers 'wrongly marked me down' and
-        boots again at once), then wait until the pool takes writes: every PG
-        starts a new interval. After a freeze longer than a PG's read lease
-        (0.8 x osd_heartbeat_grace, 16 s) a one-OSD cluster does not always
-        renew it: reads of that PG then wait 'for readable' for minutes (seen
-        after the cinder fault suite's thaws). A real cluster's peers would
-        have reported the frozen OSD down and it would re-peer the same way."""
-        admin = self._admin(time.monotonic() + timeout)
-        try:
-            osds = [d.split(".", 1)[1] for d in self.DAEMONS if d.startswith("osd.")]
-            self._mon(admin, {"prefix": "osd down", "ids": osds})
-        finally:
-            admin.shutdown()
-        self.wait_ready(timeout)
 
     def stop(self, grace: float = 20) -> None:
         """End the daemons by their PID files: the OSD, then the mon."""

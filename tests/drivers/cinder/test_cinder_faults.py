@@ -95,12 +95,8 @@ class TestCinderFaults(FaultSuite, FullBackendFaults, ServerFaults):
 
     @staticmethod
     def _restore(deployment: Any) -> None:
-        """Everything running again (idempotent: also each hook's teardown).
-        Ceph re-peers after a thaw: on this one-OSD cluster a PG whose read
-        lease ran out while frozen may otherwise stay unreadable for minutes
-        (the next test's volumes then hang in Cinder too)."""
+        """Everything running again (idempotent: also each hook's teardown)."""
         if deployment.ceph.frozen:
             deployment.ceph.thaw()
-            deployment.ceph.repeer()
         deployment.thaw_api()
         deployment.start_api()

@@ -292,7 +292,14 @@ class MixedLoad(_Hooks):
                     elif op == "delete":
                         with lock:
                             live.pop(url, None)
-                        stores.delete(url)
+                        try:
+                            stores.delete(url)
+                        except errors.InUse:
+                            # A store that keeps an image being read (cinder's
+                            # attached volume) refuses: the image stays.
+                            with lock:
+                                live[url] = (image_id, data)
+                            raise
                     elif op == "copy":
                         source = stores.store_for(url).id
                         targets = [t for t in writable if t != source]
@@ -307,6 +314,8 @@ class MixedLoad(_Hooks):
                     counts[f"{op}: deleted meanwhile"] += 1     # another thread's delete
                 except errors.Duplicate:
                     counts[f"{op}: already copied"] += 1        # another thread's copy
+                except errors.InUse:
+                    counts[f"{op}: being read"] += 1            # another thread's get
 
             def worker(n: int) -> None:
                 rng = random.Random(self.seed * 1000 + n)

@@ -38,7 +38,7 @@ from multistore.context import Context
 from multistore.driver import Capabilities, Driver, Leftover, ReadStream, Writer
 from multistore.drivers.sheepdog import protocol as proto
 from multistore.drivers.sheepdog.reader import Chunks
-from multistore.drivers.sheepdog.writer import LEASE, AddRecord, AddWriter
+from multistore.drivers.sheepdog.writer import LEASE, RECORD_OFFSET, AddRecord, AddWriter
 from multistore.location import Location, image_id_problem, quote, split_url, unquote
 from multistore.retry import ResumingRead, RetryPolicy
 
@@ -299,7 +299,8 @@ class SheepdogDriver(Driver[SheepdogLocation]):
         record = AddRecord.parse(inode)
         if record is not None or self._creating(conn, inode):
             raise errors.NotFound(f"image {image_id!r} in {self.where} is incomplete: "
-                                  "being added, or left by an add that died")
+                                  "being added or deleted, or left by an add or a delete "
+                                  "that died")
         return inode
 
     @staticmethod
@@ -326,6 +327,12 @@ class SheepdogDriver(Driver[SheepdogLocation]):
             end = inode.vdi_size if length is None else min(inode.vdi_size, start + length)
             first = start // inode.object_size
             entries = conn.entries(inode.vid, first, -(-end // inode.object_size) - first)
+            # A delete writes its record before it zeroes an entry: with no record
+            # still, the entries were read whole (not half zeroed, read as holes).
+            again = conn.inode(inode.vid)
+            if again.name != inode.name or AddRecord.parse(again) is not None:
+                raise errors.NotFound(f"image {location.image_id!r} in {self.where} "
+                                      "is being deleted")
         what = f"image {location.image_id!r} in {self.where}"
         reader = ResumingRead(lambda at: Chunks(self, inode, entries, first, at, end),
                               start, end - start, self.read_retries(), what)
@@ -358,16 +365,20 @@ class SheepdogDriver(Driver[SheepdogLocation]):
             self.find(conn, image_id)
         except errors.NotFound:
             return errors.Duplicate(
-                f"image {image_id!r} is being added to {self.where} by another writer, or "
-                "an add that died left it incomplete (a sweep removes it once its writer "
-                "is provably gone)")
+                f"image {image_id!r} is being added to (or deleted from) {self.where} by "
+                "another process, or one that died left it incomplete (a sweep removes it "
+                "once that process is provably gone)")
         return errors.Duplicate(f"image {image_id!r} already exists in {self.where}")
 
     # -- deleting -------------------------------------------------------------------
 
     def delete(self, location: SheepdogLocation, context: Context = None) -> None:
+        """A delete record first (readers see the image absent from then on, and
+        a sweep finishes a delete that died), then :meth:`destroy`."""
         with self.connection() as conn:
             inode = self.find(conn, location.image_id)
+            conn.write(proto.vdi_oid(inode.vid), AddRecord.mine(deleting=True).pack(),
+                       RECORD_OFFSET, inode.nr_copies, inode.copy_policy)
             self.destroy(conn, inode, incomplete=False)
 
     def destroy(self, conn: proto.Connection, inode: proto.Inode, *, incomplete: bool) -> None:
@@ -445,7 +456,8 @@ class SheepdogDriver(Driver[SheepdogLocation]):
                     age = record.age(now)
                     if age <= grace or not record.abandoned(now, self.lease, self.given_up):
                         continue
-                    who = f"pid {record.pid} on {record.host}"
+                    who = (f"{'deleted' if record.deleting else 'written'} by pid "
+                           f"{record.pid} on {record.host}")
                 elif self._creating(conn, inode):
                     age = now - (inode.create_time >> 32)
                     if age <= max(grace, self.lease):

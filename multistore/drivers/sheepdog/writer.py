@@ -54,6 +54,8 @@ RECORD = struct.Struct("<8sQQIQ16s64s")   # magic heartbeat_ns started_ns pid
 #                                           pid_start boot_id host
 RECORD_OFFSET = proto.INODE_HEADER_SIZE - 128
 MAGIC = b"MSADD\x00v1"
+#: The same record, written by a delete before it frees anything.
+DELETE_MAGIC = b"MSDEL\x00v1"
 #: Seconds between a writer's heartbeats; seconds without one before a writer
 #: counts as gone (:attr:`SheepdogDriver.lease`).
 HEARTBEAT = 10.0
@@ -82,7 +84,8 @@ def _boot_id() -> bytes:
 
 @dataclasses.dataclass(frozen=True)
 class AddRecord:
-    """Who is writing an incomplete VDI, and when it last said so (ns since the epoch)."""
+    """Who is writing (or deleting) a VDI, and when it last said so (ns since
+    the epoch). A VDI holding one is incomplete: absent to every reader."""
 
     heartbeat: int
     started: int
@@ -90,25 +93,27 @@ class AddRecord:
     pid_start: int
     boot_id: bytes
     host: str
+    deleting: bool = False
 
     @classmethod
-    def mine(cls) -> AddRecord:
+    def mine(cls, deleting: bool = False) -> AddRecord:
         now = time.time_ns()
         return cls(now, now, os.getpid(), _proc_start(os.getpid()) or 0, _boot_id(),
-                   socket.gethostname()[:64])
+                   socket.gethostname()[:64], deleting)
 
     @classmethod
     def parse(cls, inode: proto.Inode) -> AddRecord | None:
         raw = inode.raw[RECORD_OFFSET:RECORD_OFFSET + RECORD.size]
         magic, beat, started, pid, pid_start, boot, host = RECORD.unpack(raw)
-        if magic != MAGIC:
+        if magic not in (MAGIC, DELETE_MAGIC):
             return None
         return cls(beat, started, pid, pid_start, boot,
-                   host.rstrip(b"\0").decode("utf-8", "replace"))
+                   host.rstrip(b"\0").decode("utf-8", "replace"), magic == DELETE_MAGIC)
 
     def pack(self) -> bytes:
-        return RECORD.pack(MAGIC, self.heartbeat, self.started, self.pid, self.pid_start,
-                           self.boot_id, self.host.encode()[:64]).ljust(128, b"\0")
+        return RECORD.pack(DELETE_MAGIC if self.deleting else MAGIC, self.heartbeat,
+                           self.started, self.pid, self.pid_start, self.boot_id,
+                           self.host.encode()[:64]).ljust(128, b"\0")
 
     @property
     def writer(self) -> tuple[int, int, bytes]:
@@ -301,16 +306,19 @@ class AddWriter(Writer):
         return (found is None and inode.vdi_size == inode.max_size) or \
             (found is not None and found.writer == self.record.writer)
 
-    def _stop_heartbeat(self) -> None:
+    def _stop_heartbeat(self, wait: bool = True) -> None:
+        """Stop the heartbeats. An abort does not wait: the thread may be waiting
+        for a sheep that stopped answering (the add's failure), and a late
+        heartbeat only touches the record's heartbeat field."""
         self.stop.set()
-        if self.beat is not None:
+        if wait and self.beat is not None:
             self.beat.join()
 
     def abort(self) -> None:
         if self.finished:
             return
         self.finished = True
-        self._stop_heartbeat()
+        self._stop_heartbeat(wait=False)
         d, conn = self.driver, self.conn
         try:
             # Let what sheep already has finish: nothing may land after the cleanup.

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import sheepdog_stores
+from sheepdog_stores import sheepdog_stores
 
 import multistore
 from multistore.testing.conformance import ConformanceSuite

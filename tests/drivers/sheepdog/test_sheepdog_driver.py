@@ -9,6 +9,7 @@ SIGKILL and the sweep after it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import os
@@ -24,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import sheepdog_stores
+from sheepdog_stores import sheepdog_stores
 
 import multistore
 from multistore import errors
 from multistore.drivers.sheepdog import SheepdogDriver, SheepdogLocation
 from multistore.drivers.sheepdog import protocol as proto
+from multistore.drivers.sheepdog import writer as writer_module
 from multistore.testing import random_bytes
 
 MiB = 1 << 20
@@ -172,6 +174,56 @@ def test_dog_reads_what_multistore_wrote(sheepdog_b: Any, tmp_path: Path) -> Non
             stores.delete(result.location)
 
 
+def test_a_get_racing_a_delete_never_reads_zeros(sheepdog_a: Any, tmp_path: Path) -> None:
+    """A delete zeroes the inode's entries before DEL_VDI; a get opened meanwhile
+    must not take the zeroed entries for holes: whole bytes, or NotFound."""
+    c = sheepdog_a
+    data = random_bytes(3 * OBJ, seed=26)
+    outcomes: collections.Counter[str] = collections.Counter()
+    with sheepdog_stores(tmp_path, {"sd": (c, {})}) as stores:
+        for _ in range(15):
+            result = stores.add(new_id(), data, len(data))
+            deleter = threading.Thread(target=stores.delete, args=(result.location,))
+            deleter.start()
+            while deleter.is_alive():
+                try:
+                    got = read(stores, result.location)
+                except errors.NotFound:
+                    outcomes["not found"] += 1
+                else:
+                    assert got == data, "a get during a delete read wrong bytes"
+                    outcomes["whole"] += 1
+            deleter.join()
+    assert outcomes["not found"]
+
+
+def test_a_delete_that_died_is_swept(sheepdog_b: Any, tmp_path: Path) -> None:
+    """A delete writes its record first: the image is absent from then on, and a
+    sweep finishes a delete whose process died (here: one that lost its lease)."""
+    c = sheepdog_b
+    data = random_bytes(2 * OBJ, seed=27)
+    with sheepdog_stores(tmp_path, {"herd": (c, {})}) as stores:
+        result = stores.add(new_id(), data, len(data))
+        uid = result.location.rpartition(":")[2]
+        vid = c.vdis()[uid]["vid"]
+        conn = proto.Connection(c.address, c.port, 10)
+        try:                                    # a delete, stopped after its first step
+            conn.write(proto.vdi_oid(vid), writer_module.AddRecord.mine(deleting=True).pack(),
+                       writer_module.RECORD_OFFSET, 1, 0)
+        finally:
+            conn.close()
+        with pytest.raises(errors.NotFound, match="being added or deleted"):
+            stores.get_size(result.location)
+        with pytest.raises(errors.NotFound):
+            stores.delete(result.location)
+        assert stores.sweep(grace=0) == []      # its process (this one) is alive
+        driver(stores, "herd").lease = -1
+        swept = stores.sweep(grace=0)
+        assert [s.removed for s in swept] == [True] and "deleted by pid" in swept[0].name
+        assert uid not in c.vdis()
+        wait_for(lambda: not data_objects(c, vid), what="the objects freed")
+
+
 def test_buffers_across_object_boundaries(sheepdog_b: Any, tmp_path: Path) -> None:
     """Core buffers of 6 MiB: pieces straddle 4 MiB objects, an object is created
     by one buffer and finished by the next (after its creation is answered)."""
@@ -260,8 +312,6 @@ def test_a_live_writer_keeps_its_lease(sheepdog_b: Any, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A writer whose source stalls longer than the lease is not swept: its
     heartbeat (every HEARTBEAT s, here 0.2) keeps it alive; once it stops, it is."""
-    from multistore.drivers.sheepdog import writer as writer_module
-
     monkeypatch.setattr(writer_module, "HEARTBEAT", 0.2)
     c = sheepdog_b
     data = random_bytes(3 * OBJ, seed=24)

@@ -2,8 +2,9 @@
 
 The cluster's objects live on a 256 MiB tmpfs, so that ``fill_backend`` can
 fill it; a file store beside it takes part in the mixed load's copies and is
-the server suites' copy target. The store's timeout (2 s) is shorter than the
-suite's outage (3 s), which is within the driver's retry window for reads
+the server suites' copy target. The store's timeout (2.5 s) is shorter than
+the suite's outage (3 s), so a frozen read must resume, and its one resume
+after a timeout waits until 5.5 s, well after the thaw
 (:meth:`SheepdogDriver.read_retries`).
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import sheepdog_options
+from sheepdog_stores import sheepdog_options
 
 import multistore
 from multistore.testing import render_ini
@@ -40,7 +41,7 @@ class TestSheepdogFaults(FaultSuite, FullBackendFaults, ServerFaults):
         path.write_text(render_ini({
             "DEFAULT": {"enabled_backends": {"sd": "sheepdog", "files": "file"}},
             "glance_store": {"default_backend": "sd"},
-            "sd": sheepdog_options(cluster, sheepdog_store_timeout=2),
+            "sd": sheepdog_options(cluster, sheepdog_store_timeout=2.5),
             "files": {"filesystem_store_datadir": str(tmp_path / "files")},
         }))
         return path

@@ -17,7 +17,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from conftest import sheepdog_stores
+from sheepdog_stores import sheepdog_stores
 
 import multistore
 from multistore.testing import random_bytes

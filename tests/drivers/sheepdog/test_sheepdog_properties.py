@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from conftest import sheepdog_stores
+from sheepdog_stores import sheepdog_stores
 from hypothesis import strategies as st
 
 from multistore.drivers.sheepdog import SheepdogLocation

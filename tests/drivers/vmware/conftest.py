@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vmware_stores import vmware_options
 
 _HARNESS = Path(__file__).resolve().parents[2] / "backends" / "vcsim.py"
 _spec = importlib.util.spec_from_file_location("multistore_vcsim_harness", _HARNESS)
@@ -122,15 +123,6 @@ def vim_session() -> Iterator[Callable[..., Any]]:
         # A test may have ended the session or the server.
         with contextlib.suppress(Exception):
             session.vim.Logout(session.vim.service_content.sessionManager)
-
-
-def vmware_options(sim: Any, **overrides: Any) -> dict[str, Any]:
-    """A vmware store's options for ``sim`` (fast task polls for tests)."""
-    return {"vmware_server_host": sim.host, "vmware_server_port": sim.port,
-            "vmware_server_username": sim.username, "vmware_server_password": sim.password,
-            "vmware_ca_file": sim.ca_file, "vmware_datastores": ["DC0:LocalDS_0"],
-            "vmware_task_poll_interval": 1, "vmware_api_retry_count": 10,
-            "vmware_timeout": 10, **overrides}
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import vmware_options
+from vmware_stores import vmware_options
 
 from multistore.testing import render_ini
 from multistore.testing.faults import FaultSuite, FullBackendFaults, ServerFaults

@@ -463,12 +463,16 @@ class VmwareDriver(Driver[VsphereLocation]):
             vim, ds.ref, "summary.freeSpace")))
 
     def select_datastore(self, size: int | None) -> _Datastore:
+        return self._choose(size)[0]
+
+    def _choose(self, size: int | None) -> tuple[_Datastore, int]:
+        """The datastore for ``size`` bytes, and its free space."""
         self._resolve()
         for weight in sorted({d.weight for d in self.datastores}, reverse=True):
             spaces = [(self._free_space(d), d) for d in self.datastores if d.weight == weight]
             free, best = max(spaces, key=lambda s: s[0])
             if size is None or free >= size:
-                return best
+                return best, free
         raise errors.StorageFull(f"no datastore has room for {size} bytes")
 
     def _datastore_of(self, location: VsphereLocation) -> _Datastore:
@@ -590,14 +594,14 @@ class VmwareDriver(Driver[VsphereLocation]):
         return self._refreshing(lambda: self._open_writer(image_id, size))
 
     def _open_writer(self, image_id: str, size: int | None) -> Writer:
-        ds = self.select_datastore(size)
+        ds, free = self._choose(size)
         self._make_image_dir(ds)
         location = self.location_for(image_id, ds=ds)
         response = self._request("HEAD", location)
         response.close()
         if response.status_code == 200:
             raise errors.Duplicate(f"image {image_id!r} exists in {location}")
-        return _Writer(self, ds, location, size)
+        return _Writer(self, ds, location, size, free)
 
     def open_reader(self, location: VsphereLocation, offset: int, length: int | None,
                     context: Context = None) -> ReadStream:
@@ -784,9 +788,10 @@ class _Sized(_Body):
 
 class _Writer(Writer):
     def __init__(self, driver: VmwareDriver, ds: _Datastore, location: VsphereLocation,
-                 size: int | None) -> None:
+                 size: int | None, free: int) -> None:
         self.driver = driver
         self.ds = ds
+        self.free_at_start = free
         self.location = location
         self.partial = driver._partial(location)
         self.size = size
@@ -824,10 +829,13 @@ class _Writer(Writer):
             f"the server answered {status} to the upload of {self.location}")
 
     def _full(self) -> errors.StorageFull | None:
-        try:
-            free = self.driver._free_space(self.ds)
-        except Exception:   # noqa: BLE001
-            return None
+        """StorageFull if the failed upload ran out of room. vCenter measures
+        free space now and then, so what this upload took of the space free
+        at its start counts as well as the figure the server gives now."""
+        free = self.free_at_start - self.sent
+        with contextlib.suppress(Exception):
+            free = min(free, self.driver._free_space(self.ds))
+        free = max(free, 0)
         needed = (self.size - self.sent) if self.size is not None else MiB
         if free < max(needed, MiB):
             return errors.StorageFull(f"datastore {self.ds.name} is full ({free} bytes free)")

@@ -128,6 +128,18 @@ def test_no_room_anywhere_is_storage_full(vcsim: Any, make_vmware_stores: Any) -
     stores.delete(result.location)
 
 
+def test_full_datastore_is_storage_full_while_free_space_is_stale(
+        make_vcsim: Any, make_vmware_stores: Any) -> None:
+    # vCenter measures free space now and then; this vcsim never does again
+    # after its start, so only what the upload itself took says "full".
+    sim = make_vcsim(small_datastore_bytes=8 * MiB, refresh_interval=0)
+    stores = make_vmware_stores(sim, vmware_datastores=["DC0:SmallDS"])
+    with pytest.raises(errors.StorageFull) as info:
+        stores.add(_id(), io.BytesIO(os.urandom(12 * MiB)), None)
+    assert "SmallDS" in str(info.value)
+    assert _partials(sim, "SmallDS") == []
+
+
 def test_two_stores_on_two_servers_are_independent(vcsim: Any, vcsim_b: Any,
                                                    make_vmware_stores: Any) -> None:
     stores = make_vmware_stores(vcsim, extra={"vmw2": (vcsim_b, {})})
@@ -208,6 +220,10 @@ def test_killed_writer_leftover_is_found_and_removed(vcsim: Any,
     writer.write(memoryview(b"half"))
     writer._finish(object())        # the connection ends as a killed process's would
     driver._writers.clear()         # as seen from another process
+    deadline = time.monotonic() + 20    # the server handles the PUT on its own time
+    while not any(image_id in name for name in _partials(vcsim)):
+        assert time.monotonic() < deadline, "the server never stored the partial file"
+        time.sleep(0.2)
     leftovers = [x for x in driver.find_leftovers(0) if x.name.startswith("[LocalDS_0]")]
     assert leftovers and all(image_id in x.name for x in leftovers), leftovers
     assert driver.find_leftovers(3600) == []

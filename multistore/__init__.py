@@ -17,7 +17,7 @@
 from multistore import errors
 from multistore.config import register_opts
 from multistore.context import RequestContext
-from multistore.driver import Capabilities, Driver, ReadStream, Stored, Writer
+from multistore.driver import Capabilities, Driver, ReadStream, Stored, Vouched, Writer
 from multistore.errors import *  # noqa: F403 - the exception classes are public API
 from multistore.location import Location
 from multistore.retry import ResumingRead, RetryPolicy
@@ -27,7 +27,7 @@ from multistore.storeset import AddResult, ImageReader, StoreSet, SweptLeftover,
 
 __all__ = [
     "register_opts", "load", "StoreSet", "Store", "AddResult", "ImageReader", "SweptLeftover",
-    "Driver", "Capabilities", "Writer", "Stored", "ReadStream", "Location",
+    "Driver", "Capabilities", "Writer", "Stored", "Vouched", "ReadStream", "Location",
     "RequestContext", "RetryPolicy", "ResumingRead",
     "Callback", "NoOpCallback", "TextProgressBar", "errors",
     *errors.__all__,

@@ -150,7 +150,13 @@ def parser() -> argparse.ArgumentParser:
     target.add_argument("--all-stores", action="store_true")
     s.add_argument("--offload", action="store_true",
                    help="let a backend copy inside itself where it can (the copy is "
-                        "read back to check it)")
+                        "read back to check it, unless --verify backend)")
+    s.add_argument("--verify", choices=("read-back", "backend"), default="read-back",
+                   help="how an offloaded copy is checked: read back (default), or by "
+                        "the md5 the backend computed (swift's ETags), with --checksum "
+                        "and --multihash the image's recorded digests")
+    s.add_argument("--checksum", help="the md5 recorded for the image")
+    s.add_argument("--multihash", help="the multihash (sha512) recorded for the image")
     s.add_argument("--store", help="the source store (default: found from the location)")
     s.add_argument("--id", help="the image id of the copies (default: the location's; "
                                 "needed for a web URL whose last path segment is no valid id)")
@@ -368,7 +374,8 @@ def cmd_copy(stores: multistore.StoreSet, args: argparse.Namespace, err: TextIO)
     bar = _progress(args, "copy", err)
     results = stores.copy(args.location, "all" if args.all_stores else args.to,
                           store=args.store, image_id=args.id, progress=bar,
-                          offload=args.offload)
+                          offload=args.offload, verify=args.verify,
+                          checksum=args.checksum, multihash=args.multihash)
     bar.close()
     return [_result(r) for r in results]
 

@@ -90,15 +90,41 @@ class Capabilities:
 
 
 @dataclasses.dataclass(frozen=True)
+class Vouched:
+    """What a backend vouches for about a copy it made inside itself
+    (:meth:`Driver.copy_within`), so that the core need not read it back.
+
+    The driver returns one only when the backend itself computed the md5 of
+    the bytes it stored for the copy, and that md5 equals the one the
+    backend holds for the same bytes of the source: for the whole image, or
+    for each of its ``pieces`` in order (Swift: the ETag of an object, of
+    each segment of a large object). It is evidence that the copy is
+    byte-identical to the source, not a hash computed by this process.
+
+    ``size`` is the copy's size as the backend counts it; ``md5`` the md5 of
+    the whole copy when the backend has it (one piece), ``None`` when it
+    vouches piece by piece only (then the core cannot check the source
+    against a recorded checksum, and trusts the record).
+    """
+
+    size: int
+    md5: str | None
+    pieces: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Stored:
-    """What a driver's :meth:`Writer.commit` returns.
+    """What a driver's :meth:`Writer.commit` (or :meth:`Driver.copy_within`) returns.
 
     ``metadata`` holds driver extras for the location metadata (the file
     driver's metadata-file entries, for instance); the core adds ``store``.
+    ``vouched`` is set only by a copy made inside the backend whose
+    byte-identity with the source the backend vouches for (:class:`Vouched`).
     """
 
     location: Location
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    vouched: Vouched | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,7 +339,11 @@ class Driver(abc.ABC, Generic[L]):
         Return ``None`` when this pair of stores cannot (another cluster,
         another filesystem): the core then streams the copy. The copy must
         be all or nothing, like a writer's, and raise Duplicate if the id
-        exists. The core reads the copy back to check and hash it.
+        exists. The core reads the copy back to check and hash it, unless
+        the caller asked for ``verify="backend"`` and the returned
+        :class:`Stored` carries a :class:`Vouched`: then the backend's md5
+        comparison stands for the read-back (see :meth:`multistore.StoreSet.copy`).
+        Return ``vouched`` only for what the backend computed itself.
         """
         return None
 

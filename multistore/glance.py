@@ -73,20 +73,22 @@ def _glance_core_opts() -> list[cfg.Opt]:
     for opt in config.CORE_OPTS:
         if opt.dest in ("stream_chunk_size", "stream_buffers"):
             opt = copy.deepcopy(opt)
-            opt.default = {"stream_chunk_size": MiB, "stream_buffers": 4}[opt.dest]
+            opt.default = {"stream_chunk_size": MiB, "stream_buffers": 2}[opt.dest]
             opts.append(opt)
     return opts
 
 
 #: The core's buffer options in Glance's ``[glance_store]``, with defaults
-#: for Glance: 1 MiB reads. Glance's request path (gunicorn's body reader,
-#: webob, the format inspector, CooperativeReader, LimitingReader) copies
-#: each read a few times, so Glance's memory grows with the size of the
-#: reads, and its CPU with their number: 1 MiB reads cost the worker about
-#: the CPU of 4 MiB ones (~7 CPU s/GiB for an upload, hashing included,
-#: against ~10 for 64 KiB reads) and +10-18 MiB of peak RSS instead of +45
-#: (measured through Glance 33, benchmarks/README.md). A driver that asks for
-#: larger buffers (``write_chunk_size``) still gets them.
+#: for Glance: 1 MiB reads, two buffers. Glance's request path (gunicorn's
+#: body reader, webob, the format inspector, CooperativeReader,
+#: LimitingReader) copies each read a few times, so Glance's memory grows
+#: with the size of the reads, and its CPU with their number: 1 MiB reads
+#: cost the worker about the CPU of 4 MiB ones (~7 CPU s/GiB for an upload,
+#: hashing included, against ~10 for 64 KiB reads) and +10-18 MiB of peak
+#: RSS instead of +45 (measured through Glance 33, benchmarks/README.md);
+#: two buffers are as fast as four there. A driver that asks for larger
+#: buffers (``write_chunk_size``: rbd's objects) gets them, filled by reads
+#: of ``stream_chunk_size``.
 GLANCE_CORE_OPTS = _glance_core_opts()
 
 #: glance_store's exception for each of ours, most specific first: what

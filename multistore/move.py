@@ -202,17 +202,25 @@ class Mover:
         source: tuple[int, str, str] | None = None
         fresh = [t for t in targets if t not in urls]
         if fresh:
+            checksum = record.checksum
+            if self.offload:
+                # A copy made inside the backend was hashed from its own
+                # bytes, not the source's: the source is read to have
+                # something to check it (and every copy) against.
+                source = self._digest(record.url, record.store)
+                checksum = checksum or source[1]
             progress = self.progress(image_id) if self.progress else None
             try:
                 copies = self.stores.copy(record.url, fresh, store=record.store,
                                           image_id=image_id, hashing_algo=self.hashing_algo,
-                                          checksum=record.checksum, progress=progress,
+                                          checksum=checksum, progress=progress,
                                           offload=self.offload, context=self.context)
             finally:
                 if progress is not None:
                     progress.close()
-            # The copy hashed the source's bytes on their way to every target.
-            source = (copies[0].size, copies[0].checksum, copies[0].multihash)
+            if source is None:
+                # The copy hashed the source's bytes on their way to every target.
+                source = (copies[0].size, copies[0].checksum, copies[0].multihash)
             urls.update({c.store: c.location for c in copies})
         else:
             source = self._digest(record.url, record.store)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,6 +30,8 @@ from multistore.store import Store
 
 LOG = logging.getLogger(__name__)
 DEFAULT_HASHING_ALGO = "sha512"
+#: How :meth:`StoreSet.copy` checks an offloaded copy.
+VERIFY_MODES = ("read-back", "backend")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,7 +251,8 @@ class StoreSet:
     def copy(self, location: str, to: Sequence[str] | str, *, store: str | None = None,
              image_id: str | None = None, hashing_algo: str = DEFAULT_HASHING_ALGO,
              checksum: str | None = None, progress: Callback | None = None,
-             offload: bool = False, context: Context = None) -> list[AddResult]:
+             offload: bool = False, verify: str = "read-back", multihash: str | None = None,
+             context: Context = None) -> list[AddResult]:
         """Copy an image to other stores, reading the source once.
 
         ``to`` is a list of store ids or ``"all"`` (every writable store
@@ -266,7 +270,28 @@ class StoreSet:
         streamed copy hashes the source once for all targets, so offload
         pays only where moving the bytes costs more than hashing them
         (a remote backend, one target); see benchmarks/bench_copy.py.
+
+        ``verify="backend"`` (with ``offload``) skips that read-back where
+        the backend vouches for the copy: the driver returned a
+        :class:`~multistore.driver.Vouched` (Swift: the ETag, the md5 Swift
+        computed of the bytes it stored, of the copy and of every segment,
+        equal to the source's), and the caller gave the image's recorded
+        ``checksum`` and ``multihash`` (of ``hashing_algo``; Glance keeps
+        both). The size must match the source's, and the whole-image md5,
+        where the backend has one, the ``checksum``; the result then
+        carries the caller's ``checksum`` and ``multihash``, not hashes
+        computed here. Where the backend vouches piece by piece only (a
+        segmented Swift image), nothing checks the source itself against
+        ``checksum``: the copy is proved equal to the source, and the
+        source is trusted to hold what was recorded (the default
+        ``"read-back"`` and a streamed copy do check it). A copy the
+        backend does not vouch for (rbd, file), or a call without both
+        digests, is read back as by default.
         """
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}, not {verify!r}")
+        if verify == "backend" and multihash is not None:
+            _check_multihash(multihash, hashing_algo)
         source, parsed = self._resolve(location, store)
         if to == "all":
             targets = [s for s in self._stores.values()
@@ -300,13 +325,23 @@ class StoreSet:
                                           progress=progress, checksum=checksum,
                                           context=context, operation="copy")
             if offloaded:
-                # What the offloaded copies must read back as: the streamed
-                # copies' size and md5, else the source's size and the record's md5.
-                expected = (results[0].size, results[0].checksum) if results else \
-                    (self.get_size(location, store=source.id, context=context), checksum)
+                # What the offloaded copies must hold: the streamed copies'
+                # size and digests, else the source's size and the record's.
+                expected = (results[0].size, results[0].checksum, results[0].multihash) \
+                    if results else (self.get_size(location, store=source.id,
+                                                   context=context), checksum, multihash)
             for target, stored in offloaded:
+                if verify == "backend" and stored.vouched is not None and \
+                        expected[1] is not None and expected[2] is not None:
+                    results.append(self._vouched(target, stored, image_id, hashing_algo,
+                                                 expected))
+                    continue
+                if verify == "backend":
+                    LOG.info("copy image %s to store %s: %s; reading the copy back",
+                             image_id, target.id, "no checksum and multihash given"
+                             if stored.vouched else "the backend does not vouch for it")
                 results.append(self._read_back(target, stored, image_id, hashing_algo,
-                                               expected, context))
+                                               expected[:2], context))
         except BaseException:
             for target, stored in offloaded:
                 _delete_quietly(target, stored.location.format(), context)
@@ -335,6 +370,27 @@ class StoreSet:
             raise
         return done
 
+    def _vouched(self, target: Store, stored: Stored, image_id: str, hashing_algo: str,
+                 expected: tuple[int, str | None, str | None]) -> AddResult:
+        """An offloaded copy's result from what the backend vouches for
+        (``copy(verify="backend")``): no byte is read."""
+        vouched = stored.vouched
+        size, md5, multihash = expected
+        assert vouched is not None and md5 is not None and multihash is not None
+        url = stored.location.format()
+        if vouched.size != size or (vouched.md5 is not None
+                                    and vouched.md5.lower() != md5.lower()):
+            raise errors.ChecksumMismatch(
+                f"image {image_id}: the copy made inside the backend holds {vouched.size} "
+                f"bytes, md5 {vouched.md5 or '(vouched for piece by piece)'} by the "
+                f"backend's count; expected {size} bytes, md5 {md5}",
+                store=target.id, operation="copy")
+        LOG.info("copy image %s to store %s: %s, %d bytes (inside the backend; the md5 of "
+                 "%d piece(s) vouched for by the backend, not read back)", image_id,
+                 target.id, redact(url), size, vouched.pieces)
+        return AddResult(url, target.id, size, md5, multihash, hashing_algo,
+                         {**stored.metadata, "store": target.id})
+
     def _read_back(self, target: Store, stored: Stored, image_id: str, hashing_algo: str,
                    expected: tuple[int, str | None], context: Context) -> AddResult:
         """An offloaded copy's result, from its bytes read back, checked
@@ -344,7 +400,8 @@ class StoreSet:
                                              context=context)
         if size != expected[0] or expected[1] not in (None, md5):
             raise errors.ChecksumMismatch(
-                f"the copy made inside the backend reads back as {size} bytes, md5 "
+                f"image {image_id}: the copy made inside the backend reads back as "
+                f"{size} bytes, md5 "
                 f"{md5}; expected {expected[0]} bytes, md5 {expected[1]}",
                 store=target.id, operation="copy")
         LOG.info("copy image %s to store %s: %s, %d bytes (inside the backend)", image_id,
@@ -497,10 +554,13 @@ class StoreSet:
     def _transfer(self, data: Any, size: int | None, sinks: list[stream.Sink],
                   chunk: int, store_ids: Sequence[str], operation: str,
                   progress: Callback | None) -> int:
+        core = self.conf[config.CORE_GROUP]
         try:
+            # A driver may want larger buffers (rbd: whole objects); the
+            # caller's data is still read stream_chunk_size at a time.
             return stream.transfer(
-                data, size, sinks, chunk_size=chunk,
-                buffers=self.conf[config.CORE_GROUP].stream_buffers, progress=progress)
+                data, size, sinks, chunk_size=chunk, buffers=core.stream_buffers,
+                progress=progress, read_size=core.stream_chunk_size)
         except errors.MultistoreError as exc:
             exc.attach(store=store_ids, operation=operation)
             raise
@@ -553,6 +613,19 @@ def _commit_all(writers: Sequence[tuple[Store, Writer]],
         assert first is not None
         raise first
     return done
+
+
+def _check_multihash(multihash: str, hashing_algo: str) -> None:
+    """A caller's multihash must look like a hex digest of ``hashing_algo``."""
+    try:
+        digest_size = hashlib.new(hashing_algo).digest_size
+    except (ValueError, TypeError):
+        raise errors.UnknownHashingAlgo(f"unknown hashing algorithm {hashing_algo!r}",
+                                        operation="copy") from None
+    if len(multihash) != 2 * digest_size or \
+            any(c not in "0123456789abcdef" for c in multihash.lower()):
+        raise errors.DataMismatch(f"the multihash given is not a {hashing_algo} hex digest",
+                                  operation="copy")
 
 
 def _abort(target: Store, writer: Writer, operation: str) -> None:

@@ -5,7 +5,9 @@ log record fails the test."""
 import pytest
 from hypothesis import settings
 
-pytest_plugins = ["pytester"]
+# ceph_clusters: the Ceph clusters (ceph_a, ceph_b) of the rbd tests and of
+# the sheepdog migration test, defined once so one session starts each once.
+pytest_plugins = ["pytester", "ceph_clusters"]
 
 # Property tests: no example database in the work tree, and no deadline on a
 # shared two-core machine (an example is slow when another process runs).

@@ -12,12 +12,15 @@ ever blocks its id.
 Each store keeps one cluster connection (and one pool context), opened on
 first use and shared by every call and thread. Connection and operation
 timeouts come from ``rados_connect_timeout``: a dead cluster gives
-BackendUnavailable, never a hang. If the cluster goes away during an add,
-the partial image cannot be removed at once; the store remembers it and
-removes it at its next operation once the cluster answers again. Partial
-images of writers that died (``kill -9``) are found by
-:meth:`RbdDriver.find_leftovers`: a live writer holds its image open, so
-the image has a watcher on the OSDs; a dead writer's watch expires
+BackendUnavailable, never a hang, and the next operation connects afresh
+(a session that lost a restarted daemon never finds it again). A full pool
+(Ceph's full ratio, a pool quota) refuses writes at once: StorageFull, not a
+write waiting for room until it times out (librados' FULL_TRY). If the
+cluster goes away during an add, the partial image cannot be removed at
+once; the store remembers it and removes it at its next operation once the
+cluster answers again. Partial images of writers that died (``kill -9``) are
+found by :meth:`RbdDriver.find_leftovers`: a live writer holds its image
+open, so the image has a watcher on the OSDs; a dead writer's watch expires
 (``osd_client_watch_timeout``, 30 s by default).
 
 Ceph's Python bindings (``rados``, ``rbd``) come from Debian's
@@ -301,6 +304,7 @@ class RbdDriver(Driver[RbdLocation]):
         if isinstance(exc, (b.Timeout, r.TimedOut, b.ConnectionShutdown,
                             r.ConnectionShutdown)) or \
                 getattr(exc, "errno", None) in _UNAVAILABLE_ERRNOS:
+            self._session_timed_out()
             return errors.BackendUnavailable(
                 f"{text} (the Ceph cluster did not answer within {self.timeout} s)")
         return errors.MultistoreError(text)
@@ -327,11 +331,19 @@ class RbdDriver(Driver[RbdLocation]):
                                          option="rbd_store_pool") from exc
             except self.rados.Error as exc:
                 handle.shutdown()
+                # (self._ioctx is None here: translate_error renews nothing.)
                 what = (f"cannot connect to the Ceph cluster as client.{self.user or 'admin'}"
                         f" (mon host and keyring from {self.ceph_conf or 'the default ceph.conf'})")
                 raise self.translate_error(exc, what) or errors.MultistoreError(what) from exc
             if self.fsid is None:
                 self.fsid = handle.get_fsid()
+            # A write to a full pool (Ceph's full ratio, a pool quota) fails
+            # at once with ENOSPC/EDQUOT (StorageFull) instead of waiting
+            # in librados until the pool has room again, which would end as a
+            # timeout (BackendUnavailable) after rados_connect_timeout: this
+            # is librados' FULL_TRY, as ``rbd rm`` uses it. Deletes, which
+            # free room, go through on a full pool too.
+            ioctx.set_osdmap_full_try()
             self._cluster, self._ioctx = handle, ioctx
             return ioctx
 
@@ -342,7 +354,7 @@ class RbdDriver(Driver[RbdLocation]):
             self._remove_pending(ioctx)
         return ioctx
 
-    def _renew_session(self, ioctx: Any) -> None:
+    def _renew_session(self, ioctx: Any, why: str = "to remove partial images") -> None:
         """Connect afresh at the next operation (the current handle is kept,
         for calls still using it, and shut down at close()).
 
@@ -350,13 +362,28 @@ class RbdDriver(Driver[RbdLocation]):
         unable to remove the partial image for good (librbd answers "busy",
         or ESHUTDOWN on opening it), while a new session removes it at once.
         """
+        if ioctx is None:       # nothing to renew (and maybe called under the lock)
+            return
         with self._lock:
             if self._ioctx is not ioctx:
                 return
             self._dead.append((self._ioctx, self._cluster))
             self._ioctx = self._cluster = None
-        LOG.warning("store %s: renewing the Ceph session to remove partial images",
-                    self.store_id)
+        LOG.warning("store %s: renewing the Ceph session %s", self.store_id, why)
+
+    def _session_timed_out(self) -> None:
+        """An operation timed out: the next one connects afresh.
+
+        A session that lost its OSD stays lost when the OSD comes back under
+        a new address (a restarted daemon): librados keeps reconnecting to
+        the old one, which refuses it, and asks the mon for a newer map only
+        when a connection is refused or reset, so every later operation
+        times out, for good (measured: no recovery in 570 s after the OSD,
+        or the mon, was killed and restarted). A new session reads the
+        current maps; while the cluster is down, connecting fails within the
+        same timeout.
+        """
+        self._renew_session(self._ioctx, "after a timeout")
 
     def close(self) -> None:
         for reader in list(self._readers):
@@ -704,6 +731,7 @@ class _RbdWriter(Writer):
             raise self.failure
 
     def _stuck(self) -> errors.BackendUnavailable:
+        self.driver._session_timed_out()
         return errors.BackendUnavailable(
             f"writes to image {self.image_id!r} did not finish (the Ceph cluster did "
             f"not answer within {self.driver.timeout} s)")

@@ -27,6 +27,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 DEFAULT_TARBALL="$(dirname "$ROOT")/shared/vendor/sheepdog-1.0-3ebe5ea7.tar.gz"
 TARBALL=${MULTISTORE_SHEEPDOG_TARBALL:-$DEFAULT_TARBALL}
 CACHE=${MULTISTORE_SHEEPDOG_CACHE:-/opt/multistore-sheepdog}
+# shellcheck source=scripts/deps/lib/apt.sh
+. "$ROOT/scripts/deps/lib/apt.sh"
 # autoconf..libtool for autogen.sh, yasm for the x86_64 erasure-code assembly,
 # liburcu-dev for sheep itself; gcc, make and pkg-config are on the machine already
 # but are listed so a bare one gets them too.
@@ -65,30 +67,6 @@ existing_bin() {
     return 0
 }
 
-install_packages() {
-    local missing=() p
-    for p in "${PACKAGES[@]}"; do
-        dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] && return 0
-    if [ "$(id -u)" != 0 ]; then
-        echo "sheepdog.sh: need root to install: ${missing[*]}" >&2
-        return 1
-    fi
-    local need_update=0 policy
-    for p in "${missing[@]}"; do
-        policy=$(apt-cache policy "$p" 2>/dev/null)
-        if [ -z "$policy" ] || grep -q 'Candidate: (none)' <<<"$policy"; then
-            need_update=1
-        fi
-    done
-    if [ "$need_update" = 1 ]; then
-        apt-get -o DPkg::Lock::Timeout=600 update -q
-    fi
-    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
-        --no-install-recommends "${missing[@]}"
-}
-
 # Build $TARBALL into $CACHE/<hash>/ (bin/sheep, bin/dog); one build at a time (flock),
 # in a scratch directory renamed into place at the end, so a failed or interrupted
 # build never leaves a half-filled cache entry behind.
@@ -100,7 +78,7 @@ build() {
     exec 9>"$CACHE/.lock"
     flock 9
     if has_pair "$dest/bin"; then return 0; fi    # built by another process meanwhile
-    install_packages
+    apt_install_missing sheepdog.sh "${PACKAGES[@]}"
     work=$(mktemp -d "$CACHE/.build-$hash.XXXXXX")
     # shellcheck disable=SC2064    # expand now: $work is local
     trap "rm -rf '$work'" EXIT

@@ -57,6 +57,7 @@ import hashlib
 import http.client
 import json
 import os
+import runpy
 import shutil
 import signal
 import socket
@@ -66,6 +67,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+_alive = runpy.run_path(str(Path(__file__).with_name("procs.py")))["alive"]
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPS_SCRIPT = ROOT / "scripts" / "deps" / "glance.sh"
@@ -144,15 +147,6 @@ def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _is_gunicorn(pid: int) -> bool:

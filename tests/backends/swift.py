@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import runpy
@@ -509,6 +510,28 @@ class SwiftAIO:
     def logs(self) -> str:
         return "\n".join((self.dir / "log" / f"{k}.log").read_text(errors="replace")
                          for k in self.KINDS if (self.dir / "log" / f"{k}.log").exists())
+
+    def object_files(self, account: str, container: str, obj: str) -> list[Path]:
+        """The object server's ``.data`` files of an object (``account`` as
+        in the storage URL: ``AUTH_test``), found as Swift hashes paths."""
+        digest = hashlib.md5(f"aio-prefix/{account}/{container}/{obj}aio-suffix".encode(),
+                             usedforsecurity=False).hexdigest()
+        partition = int(digest[:8], 16) >> (32 - 8)       # the rings' part power is 8
+        where = self.dir / "srv" / "node" / "d1" / "objects" / str(partition) / \
+            digest[-3:] / digest
+        return sorted(where.glob("*.data"))
+
+    def rot_object(self, account: str, container: str, obj: str, offset: int = 0) -> None:
+        """Flip one byte of an object on the object server's disk, as bit rot
+        would: its stored ETag (metadata) stays, its bytes no longer match it."""
+        files = self.object_files(account, container, obj)
+        if not files:
+            raise FileNotFoundError(f"no data file of /{account}/{container}/{obj}")
+        with open(files[-1], "r+b") as f:
+            f.seek(offset)
+            byte = f.read(1)
+            f.seek(offset)
+            f.write(bytes([byte[0] ^ 0xFF]))
 
     def disk_usage(self) -> int:
         total = 0

@@ -158,3 +158,33 @@ def test_only_the_targets_missing_the_image_are_copied(stores):
     [result] = stores.move(records, ["new", "ram"])
     assert result.verified and result.copied == ["new", "ram"]
     assert stores["ram"].driver.properties()["images"] == 1
+
+
+class MiscopyingMemoryDriver(MemoryDriver):
+    """Copies made inside the backend come out with one byte flipped (a
+    backend's copy gone wrong); streamed copies are fine."""
+
+    def copy_within(self, source, location, image_id, context=None):
+        if not isinstance(source, MemoryDriver) or source.lock is not self.lock:
+            return None
+        data = bytearray(source._image(location))
+        data[-1] ^= 0xFF
+        with self.lock:
+            self.images[image_id] = bytes(data)
+        return multistore.Stored(self.location_for(image_id))
+
+
+def test_an_offloaded_copy_is_verified_against_the_source_not_itself(tmp_path):
+    # No checksum in the record: only the source's own bytes can say the
+    # offloaded copy is wrong.
+    sections = local_layout(tmp_path, file_stores=(), memory_stores=("src", "dst"))
+    driver = MiscopyingMemoryDriver.sharing(MemoryBackend())
+    with multistore.load(make_conf(sections, tmp_path), drivers={"memory": driver}) as stores:
+        data = IMAGES["img-1"]
+        url = stores.add("img-1", data, len(data), store="src").location
+        [result] = stores.move([url], ["dst"], delete_source=True, offload=True)
+        assert not result.verified and not result.source_deleted
+        assert "image img-1" in result.error and "md5" in result.error
+        assert stores.get(url).read_all() == data
+        with pytest.raises(errors.NotFound):      # the bad copy is gone
+            stores.get_size("memory://dst/img-1")

@@ -94,3 +94,56 @@ def test_an_offloaded_copy_that_reads_back_wrong_is_removed(tmp_path):
         assert info.value.stores == ("copy",)
         assert backend.stores["copy"] == {}
         assert s.copy(added.location, ["copy"], checksum=None)
+
+
+def test_backend_verification_reads_back_what_the_backend_does_not_vouch_for(tmp_path):
+    """File copies carry no backend evidence: verify="backend" reads them
+    back, so a wrong multihash from the caller is not taken as the copy's."""
+    with load(tmp_path) as stores:
+        added = stores.add("img", DATA, len(DATA), store="a")
+        copied, = stores.copy(added.location, ["b"], offload=True, verify="backend",
+                              checksum=added.checksum, multihash="0" * 128)
+    assert (copied.checksum, copied.multihash) == (added.checksum, added.multihash)
+
+
+class VouchingMemoryDriver(MemoryDriver):
+    """A memory store whose copies claim what ``claim`` says (the core's side
+    of verify="backend"; the real evidence is Swift's, in tests/drivers/swift)."""
+
+    claim = {}
+
+    def copy_within(self, source, location, image_id, context=None):
+        stored = super().copy_within(source, location, image_id, context)
+        if stored is None:
+            return None
+        size = len(source._image(location))
+        vouched = multistore.Vouched(**{"size": size, "md5": None, "pieces": 2,
+                                        **self.claim})
+        return multistore.Stored(stored.location, stored.metadata, vouched)
+
+
+@pytest.mark.parametrize("claim, accepted", [
+    ({}, True),                                          # piece by piece: the record stands
+    ({"md5": hashlib.md5(DATA).hexdigest(), "pieces": 1}, True),
+    ({"md5": hashlib.md5(b"other").hexdigest(), "pieces": 1}, False),
+    ({"size": len(DATA) - 1}, False),
+])
+def test_what_the_backend_vouches_for_is_checked(tmp_path, claim, accepted):
+    backend = MemoryBackend()
+    sections = local_layout(tmp_path, file_stores=(), memory_stores=("orig", "copy"))
+    driver = type("Claiming", (VouchingMemoryDriver,), {"claim": claim})
+    with multistore.load(make_conf(sections, tmp_path),
+                         drivers={"memory": driver.sharing(backend)}) as s:
+        added = s.add("img", DATA, len(DATA), store="orig")
+        recorded = "f" * 128          # the caller's record, returned as it is when accepted
+        if accepted:
+            copied, = s.copy(added.location, ["copy"], offload=True, verify="backend",
+                             checksum=added.checksum, multihash=recorded)
+            assert (copied.size, copied.checksum, copied.multihash) == \
+                (len(DATA), added.checksum, recorded)
+        else:
+            with pytest.raises(errors.ChecksumMismatch) as info:
+                s.copy(added.location, ["copy"], offload=True, verify="backend",
+                       checksum=added.checksum, multihash=recorded)
+            assert "image img" in str(info.value) and info.value.stores == ("copy",)
+            assert backend.stores["copy"] == {}

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import functools
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -158,6 +159,53 @@ class Account:
             with self.connection() as conn:
                 return request(conn)
         return self.settings.policy.call(attempt, what=what)
+
+    def call_patiently(self, request: Callable[[Any], T], seconds: float,
+                       what: str = "swift request") -> T:
+        """:meth:`call` on a connection that waits ``seconds`` for the answer
+        (a server-side copy answers only once it is done)."""
+        def attempt() -> T:
+            with self.connection() as conn:
+                conn.close()                    # the next request opens with this timeout
+                conn.timeout = seconds
+                try:
+                    return request(conn)
+                finally:
+                    conn.close()
+                    conn.timeout = self.settings.timeout
+        return self.settings.policy.call(attempt, what=what)
+
+    def endpoint(self) -> str:
+        """This account's storage URL (authenticating first if needed)."""
+        if self.storage_url:
+            return self.storage_url
+
+        def attempt() -> str:
+            with self.connection() as conn:
+                if not conn.url or not conn.token:
+                    conn.get_auth()
+                return str(conn.url)
+        return self.settings.policy.call(attempt, what="authenticating")
+
+    def head_elsewhere(self, account: str, container: str, obj: str) -> dict[str, str]:
+        """HEAD ``container/obj`` (manifests as they are) of another
+        ``account`` on this account's endpoint, with this account's credentials."""
+        from swiftclient import client  # type: ignore[import-untyped]
+
+        def attempt() -> dict[str, str]:
+            with self.connection() as conn:
+                if not conn.url or not conn.token:
+                    conn.get_auth()
+                base = str(conn.url).rstrip("/").rpartition("/")[0]
+                url = f"{base}/{urllib.parse.quote(account, safe='')}"
+                parsed, http = conn.http_connection(url)
+                try:
+                    return client.head_object(  # type: ignore[no-any-return]
+                        url, conn.token, container, obj, http_conn=(parsed, http),
+                        query_string="multipart-manifest=get")
+                finally:
+                    http.close()
+        return self.settings.policy.call(attempt, what="looking at another account")
 
     def ensure_container(self, container: str) -> None:
         """Create ``container`` unless this process already did."""

@@ -8,6 +8,7 @@ locations in :mod:`.locations`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import hashlib
 import json
@@ -20,8 +21,8 @@ from typing import Any
 
 from multistore import errors
 from multistore.context import Context, context_value
-from multistore.driver import Capabilities, Driver, Leftover, ReadStream, Writer
-from multistore.drivers.swift import auth
+from multistore.driver import Capabilities, Driver, Leftover, ReadStream, Stored, Writer
+from multistore.drivers.swift import auth, copying
 from multistore.drivers.swift.auth import Account, Reference, client_exception
 from multistore.drivers.swift.locations import (SCHEMES, ConfigLocation, LegacyLocation,
                                                 SwiftLocation, TenantLocation)
@@ -29,7 +30,7 @@ from multistore.drivers.swift.options import ONE_MB, OPTIONS
 from multistore.drivers.swift.reading import SwiftRead
 from multistore.drivers.swift.writing import (Plan, SwiftWriter, delete_objects,
                                               split_segment)
-from multistore.location import redact
+from multistore.location import Location, redact
 from multistore.retry import RetryPolicy
 
 LOG = logging.getLogger(__name__)
@@ -239,6 +240,13 @@ class SwiftDriver(Driver[SwiftLocation]):
     # -- writing -----------------------------------------------------------------
 
     def open_writer(self, image_id: str, size: int | None, context: Context = None) -> Writer:
+        location, account = self._new_image(image_id, context)
+        plan = Plan(location, location.container + SEGMENTS, self.segment_size,
+                    self.large_size, self.concurrency, self.timeout)
+        return SwiftWriter(account, plan, size)
+
+    def _new_image(self, image_id: str, context: Context) -> tuple[SwiftLocation, Account]:
+        """Where a new image goes and its account; Duplicate if it exists."""
         location = self.location_for(image_id, context)
         if len((location.container + SEGMENTS).encode()) > MAX_CONTAINER_NAME:
             raise errors.BadLocation(
@@ -255,9 +263,36 @@ class SwiftDriver(Driver[SwiftLocation]):
                                    f"{location.container!r}")
         if self.create_container or self.multi_tenant:
             account.ensure_container(location.container)
-        plan = Plan(location, location.container + SEGMENTS, self.segment_size,
-                    self.large_size, self.concurrency, self.timeout)
-        return SwiftWriter(account, plan, size)
+        return location, account
+
+    # -- copies inside the cluster -----------------------------------------------
+
+    def copy_within(self, source: Driver[Any], location: Location, image_id: str,
+                    context: Context = None) -> Stored | None:
+        """Another swift store's image on the same Swift endpoint (this
+        account, or another one these credentials can read): each piece
+        copied by Swift into this store's segments, then a manifest of its
+        own (see :mod:`.copying`). ``None`` for another endpoint, an
+        account these credentials cannot read, or a manifest shape this
+        driver does not copy. The result carries what Swift vouches for:
+        the md5 of every piece, compared by Swift with the source's."""
+        if not isinstance(source, SwiftDriver) or not isinstance(location, SwiftLocation):
+            return None
+        target_location = self.location_for(image_id, context)
+        src = copying.side(source.account_for(location, context), location)
+        dst = copying.side(self.account_for(target_location, context), target_location)
+        why = copying.refusal(src, dst)
+        if why is not None:
+            LOG.info("store %s: %s: streamed, not copied inside Swift", self.store_id, why)
+            return None
+        copy = copying.SwiftCopy(self.store_id, src, dst, target_location.container + SEGMENTS,
+                                 self.timeout)
+        pieces = copy.pieces()
+        if pieces is None or not copy.readable(pieces):
+            return None
+        target_location, account = self._new_image(image_id, context)
+        copy.target = dataclasses.replace(dst, account=account, location=target_location)
+        return copy.run(pieces)
 
     # -- reading -------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from multistore.retry import ResumingRead, RetryPolicy, ShortBody
 READ_CHUNK = 1024 * 1024
 
 
-class _Segments:
+class Segments:
     """The segments of an SLO manifest: paths, etags, sizes, start offsets."""
 
     def __init__(self, listing: list[dict[str, Any]]) -> None:
@@ -145,17 +145,17 @@ class SwiftRead:
                 # A DLO's manifest is an empty object: the range is past its
                 # end, not past the image's.
                 return self._through_proxy()
-            if not _is_slo(headers):
+            if not is_slo(headers):
                 return ReadStream(iter(()), 0)
             headers, body = self._get(loc.container, loc.image_id, manifest=True)
             ranged = False
-        if _is_slo(headers):
+        if is_slo(headers):
             if ranged and "content-range" in headers:
                 body.close()
                 headers, body = self._get(loc.container, loc.image_id, manifest=True)
             listing = json.loads(b"".join(body))
-            if _Segments.simple(listing):
-                return self._segmented(_Segments(listing))
+            if Segments.simple(listing):
+                return self._segmented(Segments(listing))
             return self._through_proxy()
         if headers.get("x-object-manifest"):
             body.close()
@@ -193,7 +193,7 @@ class SwiftRead:
                              self.offset + size, fresh=True)[1]
         return self._stream(open_at, size)
 
-    def _segmented(self, segments: _Segments) -> ReadStream:
+    def _segmented(self, segments: Segments) -> ReadStream:
         start = min(self.offset, segments.total)
         end = segments.total if self.length is None else min(segments.total,
                                                               self.offset + self.length)
@@ -257,7 +257,7 @@ class SwiftRead:
         self.complete = True
 
 
-def _is_slo(headers: dict[str, str]) -> bool:
+def is_slo(headers: dict[str, str]) -> bool:
     return str(headers.get("x-static-large-object", "")).lower() == "true"
 
 

@@ -393,19 +393,11 @@ class SwiftWriter(Writer):
         return self._verified(str(etag), started)
 
     def _verified(self, etag: str, started: float) -> Stored:
-        """Swift checks ``If-None-Match: *`` when a PUT starts, so two writers
-        of one id that commit at the same moment both succeed and the later
-        timestamp wins. Look again, at once and after about twice the PUT's
-        time: if the object is not the one written here, this add lost."""
-        pause = max(0.05, 2 * (time.monotonic() - started))
-        for delay in (0.0, pause):
-            time.sleep(delay)
-            headers = self.account.call(lambda conn: conn.head_object(
-                self.plan.container, self.plan.obj))
-            if headers.get("etag", "").strip('"') != etag.strip('"'):
-                self.lost = True
-                raise errors.Duplicate(f"image {self.plan.obj!r} was stored by another "
-                                       "writer at the same moment; this copy was dropped")
+        try:
+            confirm_landed(self.account, self.plan.container, self.plan.obj, etag, started)
+        except errors.Duplicate:
+            self.lost = True
+            raise
         return Stored(self.plan.location)
 
     def abort(self) -> None:
@@ -431,21 +423,44 @@ class SwiftWriter(Writer):
 
     def _remove_manifest_if_ours(self) -> None:
         """The manifest PUT failed without an answer: it may have landed."""
-        plan = self.plan
-        try:
-            headers = self.account.call(lambda conn: conn.head_object(
-                plan.container, plan.obj, query_string="multipart-manifest=get"))
-            if headers.get("x-static-large-object", "").lower() != "true":
-                return      # another writer's plain object
-            _, body = self.account.call(lambda conn: conn.get_object(
-                plan.container, plan.obj, query_string="multipart-manifest=get"))
-        except client_exception() as exc:
-            if exc.http_status == 404:
-                return
-            raise
-        ours = f"/{plan.segment_container}/{self.prefix}"
-        if any(s.get("name", "").startswith(ours) for s in json.loads(body)):
-            delete_objects(self.account, [(plan.container, plan.obj)])
+        remove_manifest_if_ours(self.account, self.plan.container, self.plan.obj,
+                                f"/{self.plan.segment_container}/{self.prefix}")
+
+
+def confirm_landed(account: Account, container: str, obj: str, etag: str,
+                   started: float) -> None:
+    """Swift checks ``If-None-Match: *`` when a PUT starts, so two writers
+    of one id that commit at the same moment both succeed and the later
+    timestamp wins. Look again, at once and after about twice the PUT's
+    time (it started at ``started``, monotonic): if the object is not the
+    one written here (``etag``), this write lost: Duplicate."""
+    pause = max(0.05, 2 * (time.monotonic() - started))
+    for delay in (0.0, pause):
+        time.sleep(delay)
+        headers = account.call(lambda conn: conn.head_object(container, obj))
+        if headers.get("etag", "").strip('"') != etag.strip('"'):
+            raise errors.Duplicate(f"image {obj!r} was stored by another "
+                                   "writer at the same moment; this copy was dropped")
+
+
+def remove_manifest_if_ours(account: Account, container: str, obj: str,
+                            segments: str) -> None:
+    """Delete the SLO manifest ``container/obj`` if it lists segments whose
+    path starts with ``segments`` (``/<segment container>/<object>/<upload id>/``):
+    a manifest PUT that failed without an answer may have landed."""
+    try:
+        headers = account.call(lambda conn: conn.head_object(
+            container, obj, query_string="multipart-manifest=get"))
+        if headers.get("x-static-large-object", "").lower() != "true":
+            return      # another writer's plain object
+        _, body = account.call(lambda conn: conn.get_object(
+            container, obj, query_string="multipart-manifest=get"))
+    except client_exception() as exc:
+        if exc.http_status == 404:
+            return
+        raise
+    if any(str(s.get("name", "")).startswith(segments) for s in json.loads(body)):
+        delete_objects(account, [(container, obj)])
 
 
 @functools.cache
@@ -502,4 +517,4 @@ def delete_objects(account: Account, names: Iterable[tuple[str, str]],
 
 
 __all__ = ["SwiftWriter", "Plan", "delete_objects", "segment_prefix", "split_segment",
-           "MAX_SEGMENTS"]
+           "confirm_landed", "remove_manifest_if_ours", "MAX_SEGMENTS", "UPLOAD_ID_BYTES"]

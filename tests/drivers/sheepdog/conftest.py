@@ -21,18 +21,14 @@ the system temporary directory).
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
-import os
-import shutil
-import signal
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from server_session import running
 
 # tests/ is not a package: load the harness by path, registered under a name
 # the test modules import (``import multistore_sheepdog_harness as harness``).
@@ -47,29 +43,9 @@ PRIVATE_PORTS = range(17030, 17100)
 SMALL_SIZE = 64 * harness.MiB
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _directory(name: str) -> Path:
-    base = Path(os.environ.get("MULTISTORE_SHEEPDOG_TMP") or tempfile.gettempdir())
-    return Path(tempfile.mkdtemp(prefix=f"multistore-sheepdog-{name}-", dir=base))
-
-
 def _running(name: str, port: int, **kwargs: Any) -> Iterator[Any]:
-    # A run ended by SIGTERM (a CI timeout) must still stop its sheep:
-    # KeyboardInterrupt runs the teardown; atexit covers exits that skip it.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    directory = _directory(name)
-    cluster = harness.SheepdogCluster(directory, port, **kwargs)
-    atexit.register(cluster.stop)       # idempotent
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    return running(lambda directory: harness.SheepdogCluster(directory, port, **kwargs),
+                   f"multistore-sheepdog-{name}-", "MULTISTORE_SHEEPDOG_TMP")
 
 
 @pytest.fixture(scope="session")
@@ -111,4 +87,4 @@ def make_sheepdog_cluster() -> Iterator[Callable[..., Any]]:
 
     yield make
     for run in reversed(started):
-        run.close()         # runs _running's finally: stop, remove the directory
+        run.close()         # stops it, removes its directory (server_session.running)

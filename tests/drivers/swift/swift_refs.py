@@ -1,7 +1,25 @@
 """Helpers the swift tests share (a module of its own: test modules that
 import from ``conftest`` get whichever driver's conftest came first)."""
 
+import swiftclient
+
 MB = 1000 * 1024    # glance_store's "MB"
+
+
+def read(stores, location, **kwargs):
+    with stores.get(location, **kwargs) as reader:
+        return reader.read_all()
+
+
+def names(conn, container, prefix=""):
+    """Object names in a container ([] if there is no such container)."""
+    try:
+        return [o["name"] for o in conn.get_container(container, prefix=prefix,
+                                                      full_listing=True)[1]]
+    except swiftclient.ClientException as exc:
+        if exc.http_status == 404:
+            return []
+        raise
 
 
 def write_refs(path, refs):

@@ -20,26 +20,15 @@ import multistore
 from multistore import errors
 from multistore.testing import make_conf, random_bytes
 
-from swift_refs import MB
+from swift_refs import MB, names, read
 
 
 def new_id():
     return str(uuid.uuid4())
 
 
-def read(stores, location, **kwargs):
-    with stores.get(location, **kwargs) as reader:
-        return reader.read_all()
 
 
-def names(conn, container, prefix=""):
-    try:
-        return [o["name"] for o in conn.get_container(container, prefix=prefix,
-                                                      full_listing=True)[1]]
-    except swiftclient.ClientException as exc:
-        if exc.http_status == 404:
-            return []
-        raise
 
 
 ODD = ("A", "%41", "a?b", "a#b", "a%2Fb", "%25", "%", "a%2F..%2Fb")

@@ -1,55 +1,59 @@
-"""Real Ceph clusters for the rbd driver's tests (session-scoped, stopped by PID).
+"""Real Ceph clusters for tests of any directory (a pytest plugin, registered
+once by tests/conftest.py; session-scoped, stopped by PID).
 
 ``ceph_a`` and ``ceph_b`` are two independent single-node clusters (mon +
-memstore OSD, cephx) on 127.0.0.1 ports 16789-16792. A cluster that cannot
-start fails the tests that need it; nothing is skipped.
+memstore OSD, cephx) on 127.0.0.1 ports 16789-16792: the rbd driver's tests
+use both, the sheepdog migration test moves images into ``ceph_a``. A plugin
+rather than a conftest: a fixture defined in two conftests would be two
+session fixtures, two clusters on the same ports. Tests share the clusters:
+leave them as found (delete what you create). A cluster that cannot start
+fails the tests that need it; nothing is skipped.
+
+``rbd_options``/``rbd_sections`` build a store group's configuration for a
+cluster; ``make_rbd_stores``/``write_rbd_config`` make a StoreSet of rbd
+stores or a configuration file for child processes.
+
+``ceph_faults`` is the fault suite's own: a bluestore OSD on a 4 GiB sparse
+file, which keeps its data when killed, on ports 17400-17409 (the server
+tests kill, freeze and fill it; 17300-17399 are the Glance tests).
 """
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
-import os
-import shutil
-import signal
-import tempfile
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from server_session import running
 
 import multistore
 from multistore.testing import make_conf, render_ini
 
-_HARNESS = Path(__file__).resolve().parents[2] / "backends" / "rbd.py"
-# Not importable as "rbd": that is Ceph's own binding module.
-_spec = importlib.util.spec_from_file_location("multistore_ceph_harness", _HARNESS)
-harness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(harness)   # type: ignore[union-attr]
-
-PORTS = {"a": (16789, 16790), "b": (16791, 16792)}
+PORTS = {"a": (16789, 16790), "b": (16791, 16792), "faults": (17400, 17401)}
+#: Options of the clusters besides their mon ports.
+OPTIONS: dict[str, dict[str, Any]] = {
+    "faults": {"objectstore": "bluestore", "bind_ports": (17402, 17409)}}
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def ceph_harness() -> Any:
+    """tests/backends/rbd.py, loaded by path ("rbd" is Ceph's own module)."""
+    name = "multistore_ceph_harness"        # the name tests/backends/cinder.py uses
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, Path(__file__).resolve().parent / "backends" / "rbd.py")
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module
+        spec.loader.exec_module(module)                 # type: ignore[union-attr]
+    return sys.modules[name]
 
 
 def _cluster(name: str) -> Iterator[Any]:
-    # A test run ended by SIGTERM (a CI timeout) must still stop its
-    # daemons: turn it into KeyboardInterrupt, which runs the teardown.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _interrupt)
-    base = Path(os.environ.get("MULTISTORE_RBD_TMP") or tempfile.gettempdir())
-    directory = Path(tempfile.mkdtemp(prefix=f"multistore-rbd-{name}-", dir=base))
-    cluster = harness.CephCluster(directory, *PORTS[name])
-    atexit.register(cluster.stop)     # idempotent; for exits that skip teardown
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    def make(directory: Path) -> Any:
+        return ceph_harness().CephCluster(directory, *PORTS[name], **OPTIONS.get(name, {}))
+    return running(make, f"multistore-rbd-{name}-", "MULTISTORE_RBD_TMP")
 
 
 @pytest.fixture(scope="session")
@@ -60,6 +64,11 @@ def ceph_a() -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def ceph_b() -> Iterator[Any]:
     yield from _cluster("b")
+
+
+@pytest.fixture(scope="session")
+def ceph_faults() -> Iterator[Any]:
+    yield from _cluster("faults")
 
 
 def rbd_options(cluster: Any, **overrides: Any) -> dict[str, Any]:

@@ -73,20 +73,22 @@ def _glance_core_opts() -> list[cfg.Opt]:
     for opt in config.CORE_OPTS:
         if opt.dest in ("stream_chunk_size", "stream_buffers"):
             opt = copy.deepcopy(opt)
-            opt.default = {"stream_chunk_size": MiB, "stream_buffers": 4}[opt.dest]
+            opt.default = {"stream_chunk_size": MiB, "stream_buffers": 2}[opt.dest]
             opts.append(opt)
     return opts
 
 
 #: The core's buffer options in Glance's ``[glance_store]``, with defaults
-#: for Glance: 1 MiB reads. Glance's request path (gunicorn's body reader,
-#: webob, the format inspector, CooperativeReader, LimitingReader) copies
-#: each read a few times, so Glance's memory grows with the size of the
-#: reads, and its CPU with their number: 1 MiB reads cost the worker about
-#: the CPU of 4 MiB ones (~7 CPU s/GiB for an upload, hashing included,
-#: against ~10 for 64 KiB reads) and +10-18 MiB of peak RSS instead of +45
-#: (measured through Glance 33, benchmarks/README.md). A driver that asks for
-#: larger buffers (``write_chunk_size``) still gets them.
+#: for Glance: 1 MiB reads, two buffers. Glance's request path (gunicorn's
+#: body reader, webob, the format inspector, CooperativeReader,
+#: LimitingReader) copies each read a few times, so Glance's memory grows
+#: with the size of the reads, and its CPU with their number: 1 MiB reads
+#: cost the worker about the CPU of 4 MiB ones (~7 CPU s/GiB for an upload,
+#: hashing included, against ~10 for 64 KiB reads) and +10-18 MiB of peak
+#: RSS instead of +45 (measured through Glance 33, benchmarks/README.md);
+#: two buffers are as fast as four there. A driver that asks for larger
+#: buffers (``write_chunk_size``: rbd's objects) gets them, filled by reads
+#: of ``stream_chunk_size``.
 GLANCE_CORE_OPTS = _glance_core_opts()
 
 #: glance_store's exception for each of ours, most specific first: what
@@ -194,7 +196,12 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
         ``swift+config://<ref>/<container>``. glance_store's file driver
         leaves the last ``/`` out, which also matches ``images2/...``.
         Drivers that place no images (http), or whose backend does not
-        answer now, get what their schemes share (``http``, as glance_store)."""
+        answer now, get what their schemes share (``http``, as glance_store).
+        A driver whose locations are not made from the image id (cinder's
+        name a volume) says it itself, with ``url_prefix()``."""
+        own = getattr(driver, "url_prefix", None)
+        if callable(own):
+            return str(own())
         try:
             urls = [driver.location_for(i).format() for i in _PROBE_IDS]
         except Exception as exc:  # noqa: BLE001 - the prefix falls back
@@ -256,6 +263,12 @@ class GlanceStore(gs_driver.Store):  # type: ignore[misc]
     @_translated
     def delete(self, location: Any, context: Any = None) -> None:
         self.stores.delete(location.get_store_uri(), store=self.store_id, context=context)
+
+    def is_image_associated_with_store(self, context: Any, volume_id: str) -> bool:
+        """Glance's question for a legacy ``cinder://<volume id>`` location:
+        is that volume this store's? (cinder: of its volume type)"""
+        check = getattr(self.stores[self.store_id].driver, "associated", None)
+        return bool(check is not None and check(volume_id, context))
 
     @_translated
     def set_acls(self, location: Any, public: bool = False, read_tenants: Any = None,

@@ -554,10 +554,13 @@ class StoreSet:
     def _transfer(self, data: Any, size: int | None, sinks: list[stream.Sink],
                   chunk: int, store_ids: Sequence[str], operation: str,
                   progress: Callback | None) -> int:
+        core = self.conf[config.CORE_GROUP]
         try:
+            # A driver may want larger buffers (rbd: whole objects); the
+            # caller's data is still read stream_chunk_size at a time.
             return stream.transfer(
-                data, size, sinks, chunk_size=chunk,
-                buffers=self.conf[config.CORE_GROUP].stream_buffers, progress=progress)
+                data, size, sinks, chunk_size=chunk, buffers=core.stream_buffers,
+                progress=progress, read_size=core.stream_chunk_size)
         except errors.MultistoreError as exc:
             exc.attach(store=store_ids, operation=operation)
             raise

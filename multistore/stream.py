@@ -59,9 +59,15 @@ class Source:
     there, so bytes are copied once, from the kernel into a pool buffer) and
     iterables of bytes (coalesced into full buffers so that hashing and
     writing always work on large blocks).
+
+    ``read_size`` caps what one ``read``/``readinto`` asks for, so that a
+    buffer larger than that (a driver's ``write_chunk_size``) is filled by
+    several reads: what the caller's file holds per read stays that size
+    (inside Glance, each read is copied a few times on its way here).
     """
 
-    def __init__(self, data: Any) -> None:
+    def __init__(self, data: Any, read_size: int | None = None) -> None:
+        self._read_size = read_size
         self._pending = memoryview(b"")
         self._readinto: Callable[[memoryview], int | None] | None = None
         self._read: Callable[[int], bytes] | None = None
@@ -89,8 +95,10 @@ class Source:
                 self._pending = self._pending[n:]
                 filled += n
                 continue
+            want = size - filled if self._read_size is None else \
+                min(size - filled, self._read_size)
             if self._readinto is not None:
-                got = self._readinto(buf[filled:])
+                got = self._readinto(buf[filled:filled + want])
                 if got is None:
                     # A non-blocking source with no data ready: it has not
                     # ended, and waiting is not ours to do.
@@ -101,7 +109,7 @@ class Source:
                     break
                 filled += got
                 continue
-            chunk = self._next_chunk(size - filled)
+            chunk = self._next_chunk(want)
             if chunk is None:
                 break
             self._pending = memoryview(chunk).cast("B")
@@ -207,8 +215,12 @@ class _Worker(threading.Thread):
 
 
 def transfer(data: Any, size: int | None, sinks: Sequence[Sink], *,
-             chunk_size: int, buffers: int, progress: Callback | None = None) -> int:
+             chunk_size: int, buffers: int, progress: Callback | None = None,
+             read_size: int | None = None) -> int:
     """Stream ``data`` through every sink; return the number of bytes.
+
+    Buffers are ``chunk_size`` bytes; ``data`` is read at most ``read_size``
+    bytes at a time (see :class:`Source`).
 
     Raises :class:`~multistore.errors.SizeMismatch` when ``size`` is given
     and the data is longer or shorter (the caller attaches the stores), or
@@ -216,7 +228,7 @@ def transfer(data: Any, size: int | None, sinks: Sequence[Sink], *,
     exception or the source's own exception as it is. The caller commits or
     aborts writers.
     """
-    source = Source(data)
+    source = Source(data, read_size)
     free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
     allocated = 0
     failed = threading.Event()

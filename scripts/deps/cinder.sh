@@ -13,6 +13,13 @@
 #     ($MULTISTORE_CINDER_VENV or /opt/multistore-cinder/venv-$CINDER_VERSION;
 #     ~1 min the first time, wheels only), with Debian's rados/rbd linked in
 #     (rbd.sh --link-python);
+#   - glance_store $GLANCE_STORE_VERSION with its cinder extra (cinderclient,
+#     os-brick, oslo.privsep) in a venv of its own ($MULTISTORE_GLANCE_STORE_CINDER_VENV
+#     or /opt/multistore-cinder/glance_store-$GLANCE_STORE_VERSION, rados/rbd
+#     linked in): glance_store's own cinder driver, which the benchmark
+#     (benchmarks/bench_cinder.py) runs beside multistore's, and the test of
+#     multistore's cinder driver inside glance_store (the multistore_cinder
+#     entry point, multistore installed there from the checkout by the test);
 #   - with PROJECT_VENV (as ./run passes it): the client side there, the
 #     `cinder` extra of setup.cfg (python-cinderclient, os-brick), and the
 #     rados/rbd bindings that os-brick's RBD connector loads.
@@ -28,6 +35,9 @@ PSYCOPG2_VERSION=2.9.13
 PINS="cinder==$CINDER_VERSION psycopg2-binary==$PSYCOPG2_VERSION"
 CINDER_VENV=${MULTISTORE_CINDER_VENV:-/opt/multistore-cinder/venv-$CINDER_VERSION}
 MARKER=$CINDER_VENV/.multistore-installed
+GLANCE_STORE_VERSION=5.7.0
+GS_PINS="glance_store[cinder]==$GLANCE_STORE_VERSION wheel==0.45.1"
+GS_VENV=${MULTISTORE_GLANCE_STORE_CINDER_VENV:-/opt/multistore-cinder/glance_store-$GLANCE_STORE_VERSION}
 PACKAGES=(postgresql-15 rabbitmq-server)
 
 # shellcheck source=scripts/deps/lib/apt.sh
@@ -66,11 +76,40 @@ install_cinder_venv() {
     exec 9>&-
 }
 
+install_glance_store_venv() {
+    local marker=$GS_VENV/.multistore-installed
+    if [ -f "$marker" ] && [ "$(cat "$marker")" = "$GS_PINS" ]; then
+        return 0
+    fi
+    mkdir -p "$(dirname "$GS_VENV")"
+    exec 8>"$(dirname "$GS_VENV")/.install-glance-store.lock"
+    flock 8
+    if [ -f "$marker" ] && [ "$(cat "$marker")" = "$GS_PINS" ]; then
+        exec 8>&-
+        return 0
+    fi
+    echo "cinder: creating $GS_VENV ($GS_PINS)"
+    rm -rf "$GS_VENV"
+    "$PYTHON" -m venv "$GS_VENV"
+    quiet_pip "$GS_VENV/bin/pip" install -q --upgrade pip
+    # shellcheck disable=SC2086
+    quiet_pip "$GS_VENV/bin/pip" install -q $GS_PINS
+    bash scripts/deps/rbd.sh --link-python "$GS_VENV/bin/python"
+    if ! out=$("$GS_VENV/bin/python" -c 'import glance_store._drivers.cinder.store, os_brick, cinderclient, rados, rbd' 2>&1); then
+        echo "cinder.sh: $GS_VENV cannot import glance_store's cinder driver:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    echo "$GS_PINS" > "$marker"
+    exec 8>&-
+}
+
 apt_install_missing cinder "${PACKAGES[@]}"
 # Ceph's packages (the `ceph` CLI for cinder-volume, the daemons for the
 # tests' cluster) and, with a project venv, rados/rbd linked into it.
 bash scripts/deps/rbd.sh ${1:+"$1"}
 install_cinder_venv
+install_glance_store_venv
 # Idempotent (0.1 s): the bindings are linked even into a venv made before.
 bash scripts/deps/rbd.sh --link-python "$CINDER_VENV/bin/python"
 

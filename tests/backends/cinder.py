@@ -286,6 +286,13 @@ class CinderDeployment:
     def pool_of(self, volume_type: str) -> str:
         return self.backends[volume_type]
 
+    def add_pool(self, pool: str) -> None:
+        """A pool beside the volume backends' (an rbd store's), client.cinder
+        allowed on it as on theirs (idempotent)."""
+        backend_pools = set(self.backends.values()) - {self.ceph.pool}
+        self.ceph.extra_pools = sorted(set(self.ceph.extra_pools) | backend_pools)
+        self.ceph.add_pool(pool)
+
     def info(self) -> dict[str, Any]:
         return {
             "dir": str(self.dir), "api_url": self.api_url, "endpoint": self.endpoint(),

@@ -42,6 +42,7 @@ harness = _load("multistore_glance_harness", _BACKENDS / "glance.py")
 ceph_harness = _load("multistore_ceph_harness_glance", _BACKENDS / "rbd.py")
 backends = _load("multistore_glance_backends", Path(__file__).resolve().parent / "ms_backends.py")
 swift_harness = _load("multistore_swift_harness_glance", _BACKENDS / "swift.py")
+sheepdog_harness = _load("multistore_sheepdog_harness_glance", _BACKENDS / "sheepdog.py")
 # Test modules reach this module's store helpers (rbd_store, swift_store) by
 # this name: "conftest" names whichever conftest was imported last.
 sys.modules["multistore_glance_conftest"] = sys.modules[__name__]
@@ -217,18 +218,40 @@ def swift_connection(swift: Any, url: str | None = None) -> Any:
                                   key=swift.users["test:tester"], retries=0)
 
 
+#: The Sheepdog cluster of these tests (the sheepdog tests use 17000-17099).
+MS_SHEEPDOG_PORT = 17365
+
+
 @pytest.fixture(scope="session")
-def ms_glance_stores(glance_ceph: Any, glance_swift: Any,
+def glance_sheepdog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A one-node Sheepdog 1.0 (tests/backends/sheepdog.py) for ``ms_sheep``:
+    glance_store dropped its sheepdog driver, multistore's brings it back."""
+    _on_sigterm_teardown()
+    cluster = sheepdog_harness.SheepdogCluster(tmp_path_factory.mktemp("glance-sheepdog"),
+                                               MS_SHEEPDOG_PORT)
+    atexit.register(cluster.stop)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ms_glance_stores(glance_ceph: Any, glance_swift: Any, glance_sheepdog: Any,
                      tmp_path_factory: pytest.TempPathFactory
                      ) -> dict[str, tuple[str, dict[str, Any]]]:
     """Stores of multistore's drivers: ``ms_fast`` (the default) and ``ms_cheap``
-    (file), ``ms_ceph`` (rbd, on ``glance_ceph``) and ``ms_swift`` (swift, on
-    ``glance_swift``); and ``gs_file``, glance_store's file driver, for
-    copies between the two kinds."""
+    (file), ``ms_ceph`` (rbd, on ``glance_ceph``), ``ms_swift`` (swift, on
+    ``glance_swift``) and ``ms_sheep`` (sheepdog, on ``glance_sheepdog``); and
+    ``gs_file``, glance_store's file driver, for copies between the two kinds."""
     ceph_kind, ceph_options = rbd_store(glance_ceph)
     return {"ms_fast": ("multistore_file", {}), "ms_cheap": ("multistore_file", {}),
             "ms_ceph": ("multistore_" + ceph_kind, ceph_options),
             "ms_swift": swift_store(glance_swift, tmp_path_factory.mktemp("ms-swift-refs")),
+            "ms_sheep": ("multistore_sheepdog", {
+                "sheepdog_store_address": "127.0.0.1",
+                "sheepdog_store_port": glance_sheepdog.port, "sheepdog_store_timeout": 10}),
             "gs_file": ("file", {})}
 
 
@@ -250,7 +273,9 @@ def ms_client(ms_glance: Any) -> Any:
 
 
 @pytest.fixture
-def ms_backends(ms_glance: Any, glance_ceph: Any, glance_swift: Any) -> Any:
+def ms_backends(ms_glance: Any, glance_ceph: Any, glance_swift: Any,
+                glance_sheepdog: Any) -> Any:
     """What is in each of ``ms_glance``'s backends, looked at directly."""
     return backends.Backends(ms_glance, ceph=glance_ceph,
-                             swift=lambda: swift_connection(glance_swift))
+                             swift=lambda: swift_connection(glance_swift),
+                             sheepdog=glance_sheepdog)

@@ -26,13 +26,16 @@ def md5(data: bytes) -> str:
 
 class Backends:
     """The backends of one GlanceServer's stores: its file stores' data
-    directories, a Ceph cluster (``ceph``, a CephCluster) and a Swift
-    (``swift``: a callable returning a swiftclient Connection)."""
+    directories, a Ceph cluster (``ceph``, a CephCluster), a Swift
+    (``swift``: a callable returning a swiftclient Connection) and a
+    Sheepdog cluster (``sheepdog``, a SheepdogCluster)."""
 
-    def __init__(self, glance: Any, ceph: Any = None, swift: Any = None) -> None:
+    def __init__(self, glance: Any, ceph: Any = None, swift: Any = None,
+                 sheepdog: Any = None) -> None:
         self.glance = glance
         self.ceph = ceph
         self.swift = swift
+        self.sheepdog = sheepdog
 
     def options(self, store: str) -> dict[str, Any]:
         return self.glance.store_options(store)
@@ -48,6 +51,8 @@ class Backends:
         if k == "swift":
             ref = self.options(store).get("default_swift_reference", "ref1")
             return f"swift+config://{ref}/{self.container(store, image_id)}/{image_id}"
+        if k == "sheepdog":
+            return f"sheepdog://127.0.0.1:{self.sheepdog.port}:{image_id}"
         raise AssertionError(f"no URL form known for {k}")
 
     def container(self, store: str, image_id: str) -> str:
@@ -83,6 +88,8 @@ class Backends:
                 return sorted(names)
             finally:
                 conn.close()
+        if k == "sheepdog":
+            return sorted(self.sheepdog.vdis())
         raise AssertionError(f"no backend check for {k}")
 
     def holds(self, store: str, image_id: str) -> bool:
@@ -125,6 +132,9 @@ class Backends:
                 return conn.get_object(self.container(store, image_id), image_id)[1]
             finally:
                 conn.close()
+        if k == "sheepdog":
+            data: bytes = self.sheepdog.dog("vdi", "read", image_id).stdout
+            return data
         raise AssertionError(f"no backend read for {k}")
 
 

@@ -7,7 +7,8 @@ nothing in the backend and the image in a state Glance can go on from.
 - a copy whose data differs from the image's recorded checksum: refused
   before the store keeps it (Glance alone would leave that copy behind);
 - a store that cannot take images: 503 at once, ``queued``; a store whose
-  server is down or frozen (a private Ceph, a Swift proxy of its own): 503
+  server is down or frozen (a private Ceph and Sheepdog, a Swift proxy of
+  its own): 503
   within the store's timeout, for uploads and downloads, and the next
   upload once it is back.
 """
@@ -27,7 +28,7 @@ harness = sys.modules["multistore_glance_harness"]     # loaded by conftest.py
 backends_mod = sys.modules["multistore_glance_backends"]
 MiB = harness.MiB
 md5 = backends_mod.md5
-MULTISTORE = ("ms_fast", "ms_cheap", "ms_ceph", "ms_swift")
+MULTISTORE = ("ms_fast", "ms_cheap", "ms_ceph", "ms_swift", "ms_sheep")
 
 
 def assert_clean(backends: Any, keep: dict[str, set[str]] | None = None) -> None:
@@ -153,6 +154,7 @@ DOWN_PORT = 17325
 DOWN_CEPH_PORTS = (17340, 17341)
 DOWN_CEPH_OSD_PORTS = (17342, 17349)
 DOWN_PROXY_PORT = 17356
+DOWN_SHEEPDOG_PORT = 17366
 #: Each store's own timeout (rados_connect_timeout, swift_store_timeout), s.
 TIMEOUT = 5
 
@@ -161,33 +163,43 @@ TIMEOUT = 5
 def down(tmp_path_factory: pytest.TempPathFactory, glance_multistore: Path,
          glance_swift: Any) -> Iterator[Any]:
     """A private Glance with ``rbd`` (multistore's, on a private Ceph that the
-    tests freeze) and ``swift`` (multistore's, through a Swift proxy of its
-    own that the tests kill and freeze); both with 5 s timeouts."""
+    tests freeze), ``swift`` (multistore's, through a Swift proxy of its own
+    that the tests kill and freeze) and ``sheepdog`` (multistore's, on a
+    private cluster that the tests freeze); all with 5 s timeouts."""
     conftest = sys.modules["multistore_glance_conftest"]
     directory = tmp_path_factory.mktemp("down")
     ceph = sys.modules["multistore_ceph_harness_glance"].CephCluster(
         directory / "ceph", *DOWN_CEPH_PORTS, bind_ports=DOWN_CEPH_OSD_PORTS,
         memstore_bytes=512 * MiB)
+    sheep = sys.modules["multistore_sheepdog_harness_glance"].SheepdogCluster(
+        directory / "sheepdog", DOWN_SHEEPDOG_PORT)
     proxy = glance_swift.start_fault_proxy(DOWN_PROXY_PORT)
     server = None
     try:
         ceph.start()
+        sheep.start()
         kind, options = conftest.rbd_store(ceph)
         stores = {"rbd": (f"multistore_{kind}", {**options, "rados_connect_timeout": TIMEOUT}),
                   "swift": conftest.swift_store(glance_swift, directory / "refs", proxy,
-                                                swift_store_timeout=TIMEOUT)}
+                                                swift_store_timeout=TIMEOUT),
+                  "sheepdog": ("multistore_sheepdog", {
+                      "sheepdog_store_port": DOWN_SHEEPDOG_PORT,
+                      "sheepdog_store_timeout": TIMEOUT})}
         server = harness.GlanceServer(directory / "glance", DOWN_PORT, stores,
                                       python_path=[glance_multistore])
         server.start()
         server.ceph = ceph
+        server.sheepdog = sheep
         server.swift_backend = glance_swift
         server.backends = backends_mod.Backends(
-            server, ceph=ceph, swift=lambda: conftest.swift_connection(glance_swift))
+            server, ceph=ceph, swift=lambda: conftest.swift_connection(glance_swift),
+            sheepdog=sheep)
         yield server
     finally:
         if server is not None:
             server.stop()
         ceph.stop()
+        sheep.stop()
         glance_swift.kill("proxy-faults")
 
 
@@ -195,6 +207,8 @@ def outage(down: Any, store: str, how: str) -> tuple[Callable[[], None], Callabl
     """(start, end) of one outage of a store's server."""
     if store == "rbd":
         return down.ceph.freeze, down.ceph.thaw
+    if store == "sheepdog":
+        return down.sheepdog.freeze, down.sheepdog.thaw
     swift = down.swift_backend
     if how == "killed":
         return (lambda: swift.kill("proxy-faults")), (lambda: swift.restart("proxy-faults"))
@@ -202,11 +216,11 @@ def outage(down: Any, store: str, how: str) -> tuple[Callable[[], None], Callabl
 
 
 @pytest.mark.parametrize("store, how", [("rbd", "frozen"), ("swift", "killed"),
-                                        ("swift", "frozen")])
+                                        ("swift", "frozen"), ("sheepdog", "frozen")])
 def test_a_store_whose_server_is_down_answers_503_within_its_timeout(
         down: Any, image_data: bytes, store: str, how: str) -> None:
-    """While the store's server is down (a Ceph whose daemons are stopped
-    with SIGSTOP, a Swift proxy killed or stopped), an upload to it and a
+    """While the store's server is down (a Ceph or a sheep whose daemons are
+    stopped with SIGSTOP, a Swift proxy killed or stopped), an upload to it and a
     download of an image it holds are answered 503 within a few of the
     store's timeouts, not left hanging; nothing is left behind; once the
     server is back, the image that failed takes its upload."""

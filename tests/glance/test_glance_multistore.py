@@ -25,8 +25,8 @@ MiB = harness.MiB
 md5 = backends_mod.md5
 
 #: Every store of ms_glance, and those of multistore's drivers.
-ALL = ("ms_fast", "ms_cheap", "ms_ceph", "ms_swift", "gs_file")
-MULTISTORE = ("ms_fast", "ms_cheap", "ms_ceph", "ms_swift")
+ALL = ("ms_fast", "ms_cheap", "ms_ceph", "ms_swift", "ms_sheep", "gs_file")
+MULTISTORE = ("ms_fast", "ms_cheap", "ms_ceph", "ms_swift", "ms_sheep")
 
 
 def written_by_multistore(glance: Any, store: str, image_id: str) -> bool:
@@ -82,13 +82,13 @@ def test_stores_listing(ms_client: Any) -> None:
     assert {s["id"]: s["description"] for s in stores} == {
         "ms_fast": "ms_fast (multistore_file)", "ms_cheap": "ms_cheap (multistore_file)",
         "ms_ceph": "ms_ceph (multistore_rbd)", "ms_swift": "ms_swift (multistore_swift)",
-        "gs_file": "gs_file (file)"}
+        "ms_sheep": "ms_sheep (multistore_sheepdog)", "gs_file": "gs_file (file)"}
     assert not any("read-only" in s for s in stores)
     status, _, body = ms_client.request("GET", "/v2/info/stores/detail")
     assert status == 500, body
 
 
-@pytest.mark.parametrize("store", ["ms_cheap", "ms_ceph", "ms_swift"])
+@pytest.mark.parametrize("store", ["ms_cheap", "ms_ceph", "ms_swift", "ms_sheep"])
 def test_upload_to_a_chosen_store_then_download_whole_and_ranged(
         ms_client: Any, ms_backends: Any, image_data: bytes, store: str) -> None:
     image = ms_client.create_image(name=f"upload-{store}")["id"]
@@ -139,7 +139,7 @@ def test_empty_image(ms_client: Any, ms_backends: Any) -> None:
 def test_glance_direct_import_to_several_stores(ms_glance: Any, ms_client: Any,
                                                 ms_backends: Any, image_data: bytes) -> None:
     """Staged into Glance's own staging store, imported into every store
-    (multistore's four and glance_store's) in one task."""
+    (multistore's five and glance_store's) in one task."""
     image = ms_client.create_image(name="direct")["id"]
     ms_client.stage(image, image_data)
     ms_client.import_image(image, "glance-direct", stores=list(ALL))
@@ -154,7 +154,8 @@ def test_glance_direct_import_to_several_stores(ms_glance: Any, ms_client: Any,
     check_gone(ms_backends, image)
 
 
-@pytest.mark.parametrize("source", ["ms_cheap", "ms_ceph", "ms_swift", "gs_file"])
+@pytest.mark.parametrize("source", ["ms_cheap", "ms_ceph", "ms_swift", "ms_sheep",
+                                    "gs_file"])
 def test_copy_image_to_all_stores(ms_glance: Any, ms_client: Any, ms_backends: Any,
                                   image_data: bytes, source: str) -> None:
     """copy-image with ``all_stores``: from each kind of multistore's stores

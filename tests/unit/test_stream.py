@@ -46,6 +46,36 @@ def test_every_source_shape_delivers_every_byte_in_full_buffers(make):
     assert all(len(p) == 65536 for p in sink.parts[:-1])
 
 
+@pytest.mark.parametrize("readinto", [True, False])
+def test_reads_are_capped_by_read_size_and_buffers_stay_full(readinto):
+    """A buffer larger than ``read_size`` is filled by several reads."""
+    asked = []
+
+    class File(io.RawIOBase):
+        def __init__(self):
+            self.data = io.BytesIO(DATA)
+
+        def readable(self):
+            return True
+
+        def readinto(self, buf):
+            asked.append(len(buf))
+            return self.data.readinto(buf)
+
+    class Reader:
+        def __init__(self):
+            self.data = io.BytesIO(DATA)
+
+        def read(self, n):
+            asked.append(n)
+            return self.data.read(n)
+
+    total, (sink,) = run(File() if readinto else Reader(), len(DATA), read_size=4096)
+    assert total == len(DATA) and b"".join(sink.parts) == DATA
+    assert all(len(p) == 65536 for p in sink.parts[:-1])
+    assert max(asked) == 4096
+
+
 def test_text_is_refused():
     with pytest.raises(TypeError):
         run(io.StringIO("text"))

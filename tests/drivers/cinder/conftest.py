@@ -24,7 +24,9 @@ Fixtures:
     ``(name, client)``: a project of the test's own (noauth takes any name)
     and an admin cinderclient in it; at the end Cinder's own volume list of
     that project must be empty (leftovers are removed and fail the test), and
-    no os-brick ``$TMPDIR/brickrbd_*`` file (a keyring copy) may be left.
+    no os-brick ``brickrbd_*`` file (a ceph.conf naming the keyring) may be
+    left in the test's own temporary directory (``tempfile.tempdir`` during
+    the test).
 ``make_cinder_volume``
     ``make(size_gb=1, volume_type="netapp", image_size=0)``: a volume in
     ``cinder_project`` made as glance_store's add makes it (``image-<id>``,
@@ -106,6 +108,7 @@ def cinder_deployment() -> Iterator[Any]:
 def _reused(directory: Path) -> Any:
     info = json.loads((directory / "cinder.json").read_text())
     deployment = harness.CinderDeployment(directory, info["ports"]["api"])
+    deployment.ceph.fsid = info["fsid"]
     if info.get("tls_endpoint"):
         deployment.tls_url = info["tls_endpoint"].rsplit("/v3/", 1)[0]
         deployment.ca_file = info["ca_file"]
@@ -130,17 +133,23 @@ def cinder_owned_volumes() -> list[str]:
 
 @pytest.fixture
 def cinder_project(cinder_deployment: Any, cinder_harness: Any,
-                   cinder_owned_volumes: list[str]) -> Iterator[tuple[str, Any]]:
+                   cinder_owned_volumes: list[str], tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Any]]:
     """A project of the test's own and an admin cinderclient in it (3.54). At
     the end, every volume the test made itself must be gone or being deleted:
     what is left is removed (attachments first), and the test fails; so does
     a temporary ceph.conf of os-brick's (it holds the keyring) left behind."""
     name = "t" + uuid.uuid4().hex[:12]
     client = cinder_deployment.client(name)
-    confs = set(Path(tempfile.gettempdir()).glob("brickrbd_*"))
+    # os-brick makes its temporary ceph.conf with tempfile.mkstemp: in a
+    # directory of the test's own, so that another process's os-brick file in
+    # /tmp (other runs on the machine, seen mid-teardown) is not taken for
+    # this test's, and this test's cannot hide among old ones.
+    brick_tmp = tmp_path_factory.mktemp("brick")
+    monkeypatch.setattr(tempfile, "tempdir", str(brick_tmp))
     yield name, client
     # os-brick writes a ceph.conf with the cephx key per connection: none may stay.
-    assert set(Path(tempfile.gettempdir()).glob("brickrbd_*")) <= confs
+    assert sorted(p.name for p in brick_tmp.glob("brickrbd_*")) == []
     left = [v for v in cinder_deployment.volumes(name) if v["status"] != "deleting"]
     for volume in left:
         for att in volume["attachments"]:

@@ -22,6 +22,7 @@ import dataclasses
 import socket
 import struct
 import sys
+import time
 from typing import Any
 
 # Opcodes (requests below 0x80 are the public protocol, the others sheep's own).
@@ -215,12 +216,20 @@ class Connection:
 
     def _recv(self, n: int) -> bytes:
         try:
+            started = time.monotonic()
             data = self.sock.recv(n, socket.MSG_WAITALL)
             if len(data) == n:
                 return data
             parts = [data]
             got = len(data)
-            while data and got < n:         # interrupted by a signal: carry on
+            while data and got < n:
+                # A short read: a signal, or SO_RCVTIMEO ran out after part of
+                # the answer came. A sheep that stopped mid-answer has timed
+                # out: waiting a whole timeout again let a 3 s freeze pass
+                # unnoticed under a 2.5 s timeout.
+                if time.monotonic() - started >= self.timeout and not self._readable():
+                    raise self._timed_out()
+                started = time.monotonic()
                 data = self.sock.recv(n - got, socket.MSG_WAITALL)
                 parts.append(data)
                 got += len(data)
@@ -245,6 +254,13 @@ class Connection:
         result = struct.unpack_from("<I", head, 16)[0]
         self._done[rid] = (self.pending.pop(rid)[0], result, head[16:], data)
         return rid
+
+    def _readable(self) -> bool:
+        """Whether some of the answer is waiting in the socket now."""
+        try:
+            return bool(self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return False
 
     def closed_by_peer(self) -> bool:
         """For an idle connection: whether sheep closed it (or sent what was not asked)."""

@@ -835,13 +835,15 @@ class _RbdWriter(Writer):
         self.driver.remove_later(self.name, self if keep_open else None)
 
 
-def _oserror(rbd: Any, errno: int) -> BaseException:
+def _oserror(rbd: Any, code: int) -> BaseException:
     """The rbd exception for an aio completion's negative return value."""
-    cls = {2: rbd.ImageNotFound, 16: rbd.ImageBusy, 28: rbd.NoSpace, 1: rbd.PermissionError,
-           13: rbd.PermissionError, 110: rbd.Timeout, 122: rbd.DiskQuotaExceeded}.get(errno)
+    cls = {errno.ENOENT: rbd.ImageNotFound, errno.EBUSY: rbd.ImageBusy,
+           errno.ENOSPC: rbd.NoSpace, errno.EPERM: rbd.PermissionError,
+           errno.EACCES: rbd.PermissionError, errno.ETIMEDOUT: rbd.Timeout,
+           errno.EDQUOT: rbd.DiskQuotaExceeded}.get(code)
     if cls is not None:
-        return cls("asynchronous I/O failed", errno=errno)
-    return rbd.OSError("asynchronous I/O failed", errno=errno)
+        return cls("asynchronous I/O failed", errno=code)
+    return rbd.OSError("asynchronous I/O failed", errno=code)
 
 
 class _Reader:

@@ -39,7 +39,10 @@ class AddResult:
     """Where an image landed and what was stored.
 
     ``metadata`` is the location metadata to keep with the URL
-    (``{'store': id}`` plus driver extras).
+    (``{'store': id}`` plus driver extras). ``read_back`` is true when
+    ``size``, ``checksum`` and ``multihash`` were computed from the stored
+    copy read back (a copy made inside the backend), not from the bytes on
+    their way in.
     """
 
     location: str
@@ -49,6 +52,7 @@ class AddResult:
     multihash: str
     hashing_algo: str
     metadata: Mapping[str, Any]
+    read_back: bool = False
 
     def as_glance_tuple(self) -> tuple[str, int, str, str, dict[str, Any]]:
         """glance_store's ``add`` return value: (url, size, md5, multihash, metadata)."""
@@ -407,7 +411,7 @@ class StoreSet:
         LOG.info("copy image %s to store %s: %s, %d bytes (inside the backend)", image_id,
                  target.id, redact(url), size)
         return AddResult(url, target.id, size, md5, multihash, hashing_algo,
-                         {**stored.metadata, "store": target.id})
+                         {**stored.metadata, "store": target.id}, read_back=True)
 
     def digest(self, location: str, algos: Sequence[str] = ("md5", DEFAULT_HASHING_ALGO),
                *, store: str | None = None, context: Context = None,

@@ -188,3 +188,30 @@ def test_an_offloaded_copy_is_verified_against_the_source_not_itself(tmp_path):
         assert stores.get(url).read_all() == data
         with pytest.raises(errors.NotFound):      # the bad copy is gone
             stores.get_size("memory://dst/img-1")
+
+
+class CountingMemoryDriver(MemoryDriver):
+    """Counts whole-image reads per store."""
+
+    reads: dict = {}
+
+    def open_reader(self, location, offset, length, context=None):
+        self.reads[self.store_id] = self.reads.get(self.store_id, 0) + 1
+        return super().open_reader(location, offset, length, context)
+
+
+def test_an_offloaded_move_reads_the_source_and_each_copy_once(tmp_path):
+    sections = local_layout(tmp_path, file_stores=("disk",), memory_stores=("src", "a", "b"))
+    driver = type("Counting", (CountingMemoryDriver,), {"reads": {}})
+    with multistore.load(make_conf(sections, tmp_path),
+                         drivers={"memory": driver.sharing(MemoryBackend())}) as stores:
+        data = IMAGES["img-2"]
+        url = stores.add("img-2", data, len(data), store="src").location
+        [result] = stores.move([url], ["a", "b", "disk"], delete_source=True, offload=True)
+        assert result.verified and result.source_deleted, result.error
+        # a and b were copied inside the backend and read back once each
+        # (by the copy); disk was streamed from one more read of the source,
+        # then read back by the move.
+        assert driver.reads == {"src": 2, "a": 1, "b": 1}
+        for store in ("a", "b", "disk"):
+            assert stores.get(result.targets[store]).read_all() == data

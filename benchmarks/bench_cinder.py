@@ -38,6 +38,7 @@ import importlib.util
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -320,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if own:
             d.stop()
+        shutil.rmtree(args.tmp, ignore_errors=True)
     report(results, ways, sizes, args, load)
     return 0
 

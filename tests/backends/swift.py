@@ -600,9 +600,11 @@ class KeystoneServer:
     ADMIN_PASSWORD = "adminpw"
     USERS = {"demo": "demopw", "other": "otherpw"}
 
-    def __init__(self, base_dir: str | os.PathLike[str], port: int = 16010) -> None:
+    def __init__(self, base_dir: str | os.PathLike[str], port: int = 16010,
+                 swift_url: str | None = None) -> None:
         self.dir = Path(base_dir)
         self.port = port
+        self.swift_url = swift_url
         self.pid: int | None = None
         self.project_ids: dict[str, str] = {}
 
@@ -610,7 +612,11 @@ class KeystoneServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, swift_url: str, timeout: float = 90.0) -> None:
+    def start(self, swift_url: str | None = None, timeout: float = 90.0) -> None:
+        """Start; ``swift_url`` defaults to the one given when it was made."""
+        swift_url = swift_url or self.swift_url
+        if swift_url is None:
+            raise ValueError("KeystoneServer.start: no swift_url given")
         venv = ensure_keystone_venv()
         if _port_open(self.port):
             raise RuntimeError(f"port {self.port} is already in use on 127.0.0.1")

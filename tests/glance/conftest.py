@@ -11,18 +11,14 @@ skipped.
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
-import os
-import shutil
-import signal
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from server_session import running
 
 _BACKENDS = Path(__file__).resolve().parents[1] / "backends"
 
@@ -54,31 +50,16 @@ CEPH_OSD_PORTS = (17312, 17319)
 MiB = harness.MiB
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
-def _on_sigterm_teardown() -> None:
-    # A run ended by SIGTERM (a CI timeout) must still stop its servers.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _interrupt)
+#: Where the servers' directories go (default: the system's temporary directory).
+TMP_ENV = "MULTISTORE_GLANCE_TMP"
 
 
 @pytest.fixture(scope="session")
 def glance_ceph() -> Iterator[Any]:
     """A single-node Ceph (mon + memstore OSD) for the ``ceph`` store."""
-    _on_sigterm_teardown()
-    base = Path(os.environ.get("MULTISTORE_RBD_TMP") or tempfile.gettempdir())
-    directory = Path(tempfile.mkdtemp(prefix="multistore-glance-ceph-", dir=base))
-    cluster = ceph_harness.CephCluster(directory, *CEPH_PORTS, bind_ports=CEPH_OSD_PORTS,
-                                       memstore_bytes=2 * 1024 ** 3)
-    atexit.register(cluster.stop)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    yield from running(lambda directory: ceph_harness.CephCluster(
+        directory, *CEPH_PORTS, bind_ports=CEPH_OSD_PORTS, memstore_bytes=2 * 1024 ** 3),
+        "multistore-glance-ceph-", "MULTISTORE_RBD_TMP")
 
 
 def rbd_store(cluster: Any) -> tuple[str, dict[str, Any]]:
@@ -101,26 +82,14 @@ def glance_multistore(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def glance(tmp_path_factory: pytest.TempPathFactory,
-           glance_stores: dict[str, tuple[str, dict[str, Any]]],
+def glance(glance_stores: dict[str, tuple[str, dict[str, Any]]],
            glance_multistore: Path) -> Iterator[Any]:
     """The running Glance (a ``GlanceServer``); its default store is ``fast``.
     This checkout of multistore, built without its dependencies, is on the
     server's PYTHONPATH (``glance_multistore``)."""
-    yield from _running(harness.GlanceServer(
-        tmp_path_factory.mktemp("glance"), PORT, glance_stores, default_backend="fast",
-        python_path=[glance_multistore]))
-
-
-def _running(server: Any) -> Iterator[Any]:
-    """Start a session's GlanceServer, yield it, stop it (also at exit and on SIGTERM)."""
-    _on_sigterm_teardown()
-    atexit.register(server.stop)
-    server.start()       # a Glance that cannot start fails the tests
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(lambda directory: harness.GlanceServer(
+        directory, PORT, glance_stores, default_backend="fast",
+        python_path=[glance_multistore]), "multistore-glance-", TMP_ENV)
 
 
 @pytest.fixture
@@ -150,16 +119,10 @@ MS_SWIFT_PORT = 17350
 
 
 @pytest.fixture(scope="session")
-def glance_swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def glance_swift() -> Iterator[Any]:
     """A real Swift (tests/backends/swift.py, tempauth) for the ``ms_swift`` store."""
-    _on_sigterm_teardown()
-    server = swift_harness.SwiftAIO(tmp_path_factory.mktemp("glance-swift"), MS_SWIFT_PORT)
-    atexit.register(server.stop)
-    server.start()       # a Swift that cannot start fails the tests
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(lambda directory: swift_harness.SwiftAIO(directory, MS_SWIFT_PORT),
+                       "multistore-glance-swift-", TMP_ENV)
 
 
 def swift_store(swift: Any, directory: Path, url: str | None = None,
@@ -181,20 +144,14 @@ def swift_store(swift: Any, directory: Path, url: str | None = None,
 
 
 @pytest.fixture(scope="session")
-def glance_keystone(glance_swift: Any, tmp_path_factory: pytest.TempPathFactory
-                    ) -> Iterator[tuple[Any, str]]:
+def glance_keystone(glance_swift: Any) -> Iterator[tuple[Any, str]]:
     """A real Keystone v3 on 17357 and a proxy of ``glance_swift`` that trusts
     it on 17354: glance_store's swift driver authenticates with Keystone v3
     only (5.7 turns every reference's auth_version into 3)."""
-    _on_sigterm_teardown()
-    keystone = swift_harness.KeystoneServer(tmp_path_factory.mktemp("glance-keystone"),
-                                            MS_SWIFT_PORT + 7)
-    atexit.register(keystone.stop)
-    keystone.start(f"http://127.0.0.1:{MS_SWIFT_PORT + 4}")
-    try:
+    for keystone in running(lambda directory: swift_harness.KeystoneServer(
+            directory, MS_SWIFT_PORT + 7, swift_url=f"http://127.0.0.1:{MS_SWIFT_PORT + 4}"),
+            "multistore-glance-keystone-", TMP_ENV):
         yield keystone, glance_swift.start_keystone_proxy(keystone, MS_SWIFT_PORT + 4)
-    finally:
-        keystone.stop()
 
 
 def keystone_swift_options(keystone: Any, directory: Path, container: str) -> dict[str, Any]:
@@ -223,18 +180,11 @@ MS_SHEEPDOG_PORT = 17365
 
 
 @pytest.fixture(scope="session")
-def glance_sheepdog(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def glance_sheepdog() -> Iterator[Any]:
     """A one-node Sheepdog 1.0 (tests/backends/sheepdog.py) for ``ms_sheep``:
     glance_store dropped its sheepdog driver, multistore's brings it back."""
-    _on_sigterm_teardown()
-    cluster = sheepdog_harness.SheepdogCluster(tmp_path_factory.mktemp("glance-sheepdog"),
-                                               MS_SHEEPDOG_PORT)
-    atexit.register(cluster.stop)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from running(lambda directory: sheepdog_harness.SheepdogCluster(
+        directory, MS_SHEEPDOG_PORT), "multistore-glance-sheepdog-", TMP_ENV)
 
 
 @pytest.fixture(scope="session")
@@ -256,15 +206,15 @@ def ms_glance_stores(glance_ceph: Any, glance_swift: Any, glance_sheepdog: Any,
 
 
 @pytest.fixture(scope="session")
-def ms_glance(tmp_path_factory: pytest.TempPathFactory,
-              ms_glance_stores: dict[str, tuple[str, dict[str, Any]]],
+def ms_glance(ms_glance_stores: dict[str, tuple[str, dict[str, Any]]],
               glance_multistore: Path) -> Iterator[Any]:
     """A running Glance (a ``GlanceServer`` on 17320) whose stores are
     multistore's drivers, loaded by glance_store from the ``glance_store.drivers``
     entry points of this checkout's build."""
-    yield from _running(harness.GlanceServer(
-        tmp_path_factory.mktemp("ms-glance"), MS_PORT, ms_glance_stores,
-        default_backend="ms_fast", python_path=[glance_multistore], file_types=MS_FILE_TYPES))
+    yield from running(lambda directory: harness.GlanceServer(
+        directory, MS_PORT, ms_glance_stores, default_backend="ms_fast",
+        python_path=[glance_multistore], file_types=MS_FILE_TYPES),
+        "multistore-ms-glance-", TMP_ENV)
 
 
 @pytest.fixture

@@ -37,12 +37,9 @@ Fixtures:
 
 from __future__ import annotations
 
-import atexit
 import json
 import importlib.util
 import os
-import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -53,6 +50,7 @@ from typing import Any
 
 import pytest
 from cinder_stores import BASE_PORT, cinder_store_options
+from server_session import running
 
 _HARNESS = Path(__file__).resolve().parents[2] / "backends" / "cinder.py"
 
@@ -70,9 +68,6 @@ def _load_harness() -> Any:
 
 harness = _load_harness()
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 @pytest.fixture(scope="session")
 def cinder_harness() -> Any:
@@ -81,9 +76,6 @@ def cinder_harness() -> Any:
 
 @pytest.fixture(scope="session")
 def cinder_deployment() -> Iterator[Any]:
-    # A run ended by SIGTERM (a CI timeout) must still stop the servers.
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _interrupt)
     reuse = os.environ.get("MULTISTORE_CINDER_REUSE")
     if reuse:
         # Development: a deployment started by hand (``python
@@ -91,18 +83,10 @@ def cinder_deployment() -> Iterator[Any]:
         # left running.
         yield _reused(Path(reuse))
         return
-    base = Path(os.environ.get("MULTISTORE_CINDER_TMP") or tempfile.gettempdir())
-    # mkdtemp, not pytest's tmp_path: PostgreSQL runs as "postgres" and must
-    # reach its directory (pytest's base directory is private to root).
-    directory = Path(tempfile.mkdtemp(prefix="multistore-cinder-", dir=base))
-    deployment = harness.CinderDeployment(directory, BASE_PORT)
-    atexit.register(deployment.stop)      # idempotent; for exits that skip teardown
-    try:
-        deployment.start()
-        yield deployment
-    finally:
-        deployment.stop()
-        shutil.rmtree(directory, ignore_errors=True)
+    # Not pytest's tmp_path: PostgreSQL runs as "postgres" and must reach
+    # its directory (pytest's base directory is private to root).
+    yield from running(lambda directory: harness.CinderDeployment(directory, BASE_PORT),
+                       "multistore-cinder-", "MULTISTORE_CINDER_TMP")
 
 
 def _reused(directory: Path) -> Any:

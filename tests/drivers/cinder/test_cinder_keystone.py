@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import tempfile
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ import pytest
 import multistore
 from multistore import errors
 from multistore.testing import make_conf, random_bytes
+from server_session import running
 
 from cinder_stores import BASE_PORT
 
@@ -103,14 +103,11 @@ class Keystone:
 @pytest.fixture(scope="session")
 def cinder_keystone(cinder_deployment: Any) -> Iterator[Keystone]:
     harness = _swift_harness()
-    server = harness.KeystoneServer(tempfile.mkdtemp(prefix="multistore-cinder-keystone-"),
-                                    port=BASE_PORT + 20)
-    server.start(swift_url=f"http://127.0.0.1:{BASE_PORT + 21}")
-    try:
-        url = cinder_deployment.start_keystone_api(server.url, server.ADMIN_PASSWORD)
-        yield Keystone(server, url)
-    finally:
-        server.stop()
+    for server in running(lambda directory: harness.KeystoneServer(
+            directory, port=BASE_PORT + 20, swift_url=f"http://127.0.0.1:{BASE_PORT + 21}"),
+            "multistore-cinder-keystone-", "MULTISTORE_CINDER_TMP"):
+        yield Keystone(server, cinder_deployment.start_keystone_api(server.url,
+                                                                   server.ADMIN_PASSWORD))
 
 
 @pytest.fixture

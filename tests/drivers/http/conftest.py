@@ -15,11 +15,9 @@ from __future__ import annotations
 import contextlib
 import http.server
 import importlib.util
-import shutil
 import socket
 import struct
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,6 +27,7 @@ import pytest
 
 import multistore
 from multistore.testing import make_conf
+from server_session import running
 
 HTTP_PORT, HTTPS_PORT, PROXY_PORT, BREAKING_PORT = 18080, 18081, 18082, 18083
 CAPPED_PORT, REDIRECT_PORT, LISTEN_PORT = 18084, 18085, 18086
@@ -54,27 +53,19 @@ harness = _load_harness()
 Nginx = harness.Nginx
 
 
-@contextlib.contextmanager
 def running_nginx(prefix: str, *ports: int) -> Iterator[Any]:
     """An nginx on ``ports`` (HTTP, HTTPS, proxy) in a directory of its own,
     outside pytest's temporary directories (which other pytest sessions on
     the machine may clean up), stopped and removed at the end; a failure to
     start fails the tests."""
-    root = tempfile.mkdtemp(prefix=prefix)
-    server = Nginx(root, *ports)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    return running(lambda directory: Nginx(str(directory), *ports), prefix,
+                   "MULTISTORE_HTTP_TMP")
 
 
 @pytest.fixture(scope="session")
 def nginx_server() -> Iterator[Any]:
     """The nginx server for the whole session."""
-    with running_nginx("multistore-http-nginx-", HTTP_PORT, HTTPS_PORT, PROXY_PORT) as server:
-        yield server
+    yield from running_nginx("multistore-http-nginx-", HTTP_PORT, HTTPS_PORT, PROXY_PORT)
 
 
 @pytest.fixture
@@ -88,9 +79,8 @@ def nginx(nginx_server: Any) -> Any:
 def fault_nginx_server() -> Iterator[Any]:
     """A private nginx for the tests that kill and freeze it (the session's
     nginx, which other tests use, is never disturbed)."""
-    with running_nginx("multistore-http-faults-", FAULT_HTTP_PORT, FAULT_HTTPS_PORT,
-                       FAULT_PROXY_PORT) as server:
-        yield server
+    yield from running_nginx("multistore-http-faults-", FAULT_HTTP_PORT, FAULT_HTTPS_PORT,
+                             FAULT_PROXY_PORT)
 
 
 @pytest.fixture

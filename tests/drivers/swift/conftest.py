@@ -12,6 +12,7 @@ import pytest
 
 import multistore
 from multistore.testing import make_conf
+from server_session import running
 from swift_refs import tempauth_ref, write_refs
 import contextlib
 
@@ -32,14 +33,14 @@ harness = _load_harness()
 BASE_PORT = int(os.environ.get("MULTISTORE_SWIFT_PORT", "16000"))
 
 
+#: Where the servers' directories go (default: the system's temporary directory).
+TMP_ENV = "MULTISTORE_SWIFT_TMP"
+
+
 @pytest.fixture(scope="session")
-def swift_server(tmp_path_factory):
-    server = harness.SwiftAIO(tmp_path_factory.mktemp("swift-aio"), BASE_PORT)
-    server.start()     # a server that cannot start fails the tests
-    try:
-        yield server
-    finally:
-        server.stop()
+def swift_server():
+    yield from running(lambda directory: harness.SwiftAIO(directory, BASE_PORT),
+                       "multistore-swift-", TMP_ENV)
 
 
 @pytest.fixture(scope="session")
@@ -182,12 +183,9 @@ def dropping_proxy(swift_server):
 
 
 @pytest.fixture(scope="session")
-def keystone(swift_server, tmp_path_factory):
+def keystone(swift_server):
     """A real Keystone v3 and a second Swift proxy that trusts it: (keystone, proxy URL)."""
-    server = harness.KeystoneServer(tmp_path_factory.mktemp("keystone"), BASE_PORT + 10)
-    server.start(f"http://127.0.0.1:{BASE_PORT + 4}")
-    try:
-        proxy_url = swift_server.start_keystone_proxy(server, BASE_PORT + 4)
-        yield server, proxy_url
-    finally:
-        server.stop()
+    for server in running(lambda directory: harness.KeystoneServer(
+            directory, BASE_PORT + 10, swift_url=f"http://127.0.0.1:{BASE_PORT + 4}"),
+            "multistore-swift-keystone-", TMP_ENV):
+        yield server, swift_server.start_keystone_proxy(server, BASE_PORT + 4)

@@ -232,6 +232,9 @@ def main() -> int:
     parser.add_argument("--ms-buffers", type=int, default=None,
                         help="[glance_store] stream_buffers of the multistore Glance")
     args = parser.parse_args()
+    if args.ms_buffers is not None and args.ms_buffers < 2:
+        # The option's minimum: Glance would refuse its store at the first upload.
+        parser.error("--ms-buffers: stream_buffers is at least 2")
     backends = [b for b in args.backends.split(",") if b]
     size = args.size_mib * MiB
     results: dict[tuple[str, str, str], list[dict[str, float]]] = {}

@@ -256,13 +256,14 @@ def main() -> int:
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-swift-", dir=ROOT / ".bench"
                                          if (ROOT / ".bench").exists() else None))
     swift = harness.SwiftAIO(work / "swift", 16000, workers=args.workers)
-    keystone = harness.KeystoneServer(work / "keystone", 16010)
+    keystone = harness.KeystoneServer(work / "keystone", 16010,
+                                      swift_url="http://127.0.0.1:16004")
     # samples[(size, tool, op)] = [{"seconds", "cpu", "server_cpu", "rss"}, ...]
     samples: dict[tuple[int, str, str], list[dict[str, float]]] = {}
     failures: dict[str, int] = {}
     try:
         swift.start()
-        keystone.start("http://127.0.0.1:16004")
+        keystone.start()
         proxy = swift.start_keystone_proxy(keystone, 16004)
         servers = {*swift.pids.values(), keystone.pid}   # each leads its process group
         refs = work / "glance-swift-store.conf"

@@ -6,6 +6,7 @@ Shared by the fixtures of several directories (a module, not a conftest:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -42,3 +43,8 @@ def running(make: Callable[[Path], Any], prefix: str, tmp_env: str) -> Iterator[
     finally:
         server.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+#: :func:`running` as a context manager, for a fixture that yields something
+#: made from the server: ``with serving(...) as server: yield server, url``.
+serving = contextlib.contextmanager(running)

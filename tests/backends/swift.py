@@ -600,8 +600,7 @@ class KeystoneServer:
     ADMIN_PASSWORD = "adminpw"
     USERS = {"demo": "demopw", "other": "otherpw"}
 
-    def __init__(self, base_dir: str | os.PathLike[str], port: int = 16010,
-                 swift_url: str | None = None) -> None:
+    def __init__(self, base_dir: str | os.PathLike[str], port: int, swift_url: str) -> None:
         self.dir = Path(base_dir)
         self.port = port
         self.swift_url = swift_url
@@ -612,11 +611,7 @@ class KeystoneServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, swift_url: str | None = None, timeout: float = 90.0) -> None:
-        """Start; ``swift_url`` defaults to the one given when it was made."""
-        swift_url = swift_url or self.swift_url
-        if swift_url is None:
-            raise ValueError("KeystoneServer.start: no swift_url given")
+    def start(self, timeout: float = 90.0) -> None:
         venv = ensure_keystone_venv()
         if _port_open(self.port):
             raise RuntimeError(f"port {self.port} is already in use on 127.0.0.1")
@@ -655,7 +650,7 @@ class KeystoneServer:
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.3)
-            self._populate(swift_url)
+            self._populate(self.swift_url)
         except BaseException:
             self.stop()
             raise

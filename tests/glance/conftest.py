@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_session import running
+from server_session import running, serving
 
 _BACKENDS = Path(__file__).resolve().parents[1] / "backends"
 
@@ -148,9 +148,9 @@ def glance_keystone(glance_swift: Any) -> Iterator[tuple[Any, str]]:
     """A real Keystone v3 on 17357 and a proxy of ``glance_swift`` that trusts
     it on 17354: glance_store's swift driver authenticates with Keystone v3
     only (5.7 turns every reference's auth_version into 3)."""
-    for keystone in running(lambda directory: swift_harness.KeystoneServer(
+    with serving(lambda directory: swift_harness.KeystoneServer(
             directory, MS_SWIFT_PORT + 7, swift_url=f"http://127.0.0.1:{MS_SWIFT_PORT + 4}"),
-            "multistore-glance-keystone-", TMP_ENV):
+            "multistore-glance-keystone-", TMP_ENV) as keystone:
         yield keystone, glance_swift.start_keystone_proxy(keystone, MS_SWIFT_PORT + 4)
 
 

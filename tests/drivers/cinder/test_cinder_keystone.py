@@ -26,7 +26,7 @@ import pytest
 import multistore
 from multistore import errors
 from multistore.testing import make_conf, random_bytes
-from server_session import running
+from server_session import serving
 
 from cinder_stores import BASE_PORT
 
@@ -103,9 +103,9 @@ class Keystone:
 @pytest.fixture(scope="session")
 def cinder_keystone(cinder_deployment: Any) -> Iterator[Keystone]:
     harness = _swift_harness()
-    for server in running(lambda directory: harness.KeystoneServer(
+    with serving(lambda directory: harness.KeystoneServer(
             directory, port=BASE_PORT + 20, swift_url=f"http://127.0.0.1:{BASE_PORT + 21}"),
-            "multistore-cinder-keystone-", "MULTISTORE_CINDER_TMP"):
+            "multistore-cinder-keystone-", "MULTISTORE_CINDER_TMP") as server:
         yield Keystone(server, cinder_deployment.start_keystone_api(server.url,
                                                                    server.ADMIN_PASSWORD))
 

@@ -12,7 +12,7 @@ import pytest
 
 import multistore
 from multistore.testing import make_conf
-from server_session import running
+from server_session import running, serving
 from swift_refs import tempauth_ref, write_refs
 import contextlib
 
@@ -185,7 +185,7 @@ def dropping_proxy(swift_server):
 @pytest.fixture(scope="session")
 def keystone(swift_server):
     """A real Keystone v3 and a second Swift proxy that trusts it: (keystone, proxy URL)."""
-    for server in running(lambda directory: harness.KeystoneServer(
+    with serving(lambda directory: harness.KeystoneServer(
             directory, BASE_PORT + 10, swift_url=f"http://127.0.0.1:{BASE_PORT + 4}"),
-            "multistore-swift-keystone-", TMP_ENV):
+            "multistore-swift-keystone-", TMP_ENV) as server:
         yield server, swift_server.start_keystone_proxy(server, BASE_PORT + 4)

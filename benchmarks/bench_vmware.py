@@ -239,7 +239,7 @@ def main() -> int:
                 os.remove(next((sim.dir / "datastores").glob("govcsim-DC0-LocalDS_0-*"))
                           / "openstack_glance" / image)
     finally:
-        sim.stop()
+        sim.purge()         # stopped by PID, its directory removed
     load = os.getloadavg()[0]
     print(f"load average {load:.1f}, {os.cpu_count()} CPUs")
     print("| size MiB | client | op | MB/s | client CPU s/GiB | vcsim CPU s/GiB | peak RSS MiB "

@@ -17,22 +17,27 @@ worker settings and the same store ids:
 
 The file stores of both live on one filesystem; the rbd stores share one
 Ceph cluster (one mon, one memstore OSD, 127.0.0.1:17380-17389) and pool.
-For each backend in ``--backends``, each round and each way (the order of
-the ways reversed every other round): create an image, ``PUT /file`` into
-that backend's store (Content-Length, from a file in the page cache),
-``GET /file`` whole (read and dropped; md5 checked by one untimed download
-per way), copy-image to the two other stores (until the task ends), delete.
+For each backend in ``--backends`` and each round, the ways taken in turn
+(their order reversed every other round): create an image and ``PUT /file``
+into that backend's store (Content-Length, from a file in the page cache;
+md5 checked by one untimed download per way); ``GET /file`` whole
+``--downloads`` times per way (default 5; read and dropped), the ways
+alternating; then copy-image to the two other stores (until the task ends)
+and delete.
 
 Per step: MB/s (10^6 bytes/s); the Glance worker's CPU seconds per GiB (all
 its threads, /proc/<pid>/stat) and those of its busiest thread; the client's
 (this process, which sends and receives the bytes on the same 2 cores); the
 Ceph daemons'; the worker's peak RSS during the step (VmHWM, reset before
-each step through /proc/<pid>/clear_refs). A file store's download is timed
-from the disk (the file's pages dropped first: multistore's file store drops
-what it writes, glance_store's keeps it) and from the page cache.
+each step through /proc/<pid>/clear_refs), and that peak less the worker's
+RSS at the step's start (what the step itself added; the peak alone also
+holds what earlier steps left allocated). A file store's download is timed
+from the disk (the file's pages dropped before each: multistore's file store
+drops what it writes, glance_store's keeps it) and from the page cache.
 ``--ms-chunk-size``/``--ms-buffers`` set the multistore Glance's
 ``[glance_store] stream_chunk_size``/``stream_buffers``.
-The table shows medians with the range of the rounds.
+The table shows medians with the range of the rounds (downloads: of every
+download; their ratio pairs each way's n-th download).
 
 What 2 cores allow, computed in the same run: md5 and sha512 over 1 GiB in
 this process (CPU s/GiB each), and for each upload its bound,
@@ -113,6 +118,7 @@ class Meter:
     def run(self, fn: Callable[[], Any]) -> dict[str, float]:
         # Reset the worker's peak RSS (VmHWM), so each step has its own.
         Path(f"/proc/{self.worker}/clear_refs").write_text("5")
+        rss0 = harness._proc_status_kib(self.worker, "VmRSS") / 1024
         threads0 = thread_cpu(self.worker)
         worker0, ceph0 = process_cpu([self.worker]), process_cpu(self.ceph)
         client0, t0 = time.process_time(), time.perf_counter()
@@ -124,7 +130,8 @@ class Meter:
         return {"seconds": seconds, "worker": process_cpu([self.worker]) - worker0,
                 "busiest": busiest, "client": client,
                 "ceph": process_cpu(self.ceph) - ceph0,
-                "rss": harness._proc_status_kib(self.worker, "VmHWM") / 1024}
+                "rss": harness._proc_status_kib(self.worker, "VmHWM") / 1024,
+                "rss_start": rss0}
 
 
 def hash_cpu_per_gib(algo: str) -> float:
@@ -182,47 +189,76 @@ def cached(path: Path, cached: bool) -> None:
         os.close(fd)
 
 
-def round_of(way: str, server: Any, ceph: Any, backend: str, source: Path, size: int,
-             md5: str, verify: bool) -> dict[str, dict[str, float]]:
-    client = server.client(timeout=900)
-    meter = Meter(server, ceph)
-    store = SOURCE[backend]
-    targets = [s for s in server.stores if s != store]
-    image = client.create_image(name=f"bench-{backend}")["id"]
+class Round:
+    """One backend's image in one Glance, step by step."""
 
-    def upload() -> None:
-        with open(source, "rb") as f:
-            client.upload(image, f, size, store=store)
+    def __init__(self, way: str, server: Any, ceph: Any, backend: str) -> None:
+        self.way, self.server, self.backend = way, server, backend
+        self.client = server.client(timeout=900)
+        self.meter = Meter(server, ceph)
+        self.store = SOURCE[backend]
+        self.targets = [s for s in server.stores if s != self.store]
+        self.image = self.client.create_image(name=f"bench-{backend}")["id"]
+        self.rows: dict[str, list[dict[str, float]]] = {}
 
-    def copy() -> None:
-        client.copy_image(image, stores=targets)
-        client.wait_stores(image, [store, *targets], timeout=1800)
+    def step(self, name: str, fn: Callable[[], Any]) -> None:
+        self.rows.setdefault(name, []).append(self.meter.run(fn))
 
-    out = {"upload": meter.run(upload)}
-    if verify:
-        got = client.download(image)
-        if (got.status, got.md5) != (200, md5):
-            raise RuntimeError(f"{way}: the image read back differs: {got}")
-    if backend == "file":
-        # multistore's file store drops what it wrote from the page cache
-        # (write-behind), glance_store's keeps it: read each from the disk,
-        # then each from the page cache.
-        path = server.store_dir(store) / image
-        cached(path, False)
-        out["download (from disk)"] = meter.run(lambda: download(client, image, size))
-        cached(path, True)
-        out["download (page cache)"] = meter.run(lambda: download(client, image, size))
-    else:
-        out["download"] = meter.run(lambda: download(client, image, size))
-    out[f"copy-image to {' + '.join(targets)}"] = meter.run(copy)
-    client.delete(image)
-    return out
+    def upload(self, source: Path, size: int, md5: str, verify: bool) -> None:
+        def put() -> None:
+            with open(source, "rb") as f:
+                self.client.upload(self.image, f, size, store=self.store)
+        self.step("upload", put)
+        if verify:
+            got = self.client.download(self.image)
+            if (got.status, got.md5) != (200, md5):
+                raise RuntimeError(f"{self.way}: the image read back differs: {got}")
+
+    def path(self) -> Path:
+        return self.server.store_dir(self.store) / self.image
+
+    def download(self, name: str, size: int) -> None:
+        self.step(name, lambda: download(self.client, self.image, size))
+
+    def copy(self) -> None:
+        def copy_image() -> None:
+            self.client.copy_image(self.image, stores=self.targets)
+            self.client.wait_stores(self.image, [self.store, *self.targets], timeout=1800)
+        self.step(f"copy-image to {' + '.join(self.targets)}", copy_image)
+        self.client.delete(self.image)
+
+
+def round_of(order: tuple[str, ...], servers: dict[str, Any], ceph: Any, backend: str,
+             source: Path, size: int, md5: str, verify: bool,
+             downloads: int) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """One round of one backend: each way's upload; ``downloads`` downloads
+    per way, the ways alternating (one download takes 0.4-1.5 s: a single
+    one per way is as much the machine's moment as the code); each way's
+    copy-image. A file store's image is downloaded from the disk (its pages
+    dropped before each download: multistore's file store drops what it
+    wrote, glance_store's keeps it), then from the page cache."""
+    rounds = {way: Round(way, servers[way], ceph, backend) for way in order}
+    for r in rounds.values():
+        r.upload(source, size, md5, verify)
+    steps = ([("download (from disk)", False), ("download (page cache)", True)]
+             if backend == "file" else [("download", None)])
+    for name, in_cache in steps:
+        for n in range(downloads):
+            for way in order if n % 2 == 0 else order[::-1]:
+                if in_cache is not None:
+                    cached(rounds[way].path(), in_cache)
+                rounds[way].download(name, size)
+    for r in rounds.values():
+        r.copy()
+    return {way: r.rows for way, r in rounds.items()}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--downloads", type=int, default=5,
+                        help="downloads per way, round and kind (the ways alternating)")
     parser.add_argument("--backends", default="file,rbd",
                         help="comma-separated: file, rbd")
     parser.add_argument("--tmp", default=None, help="directory for the data")
@@ -232,6 +268,8 @@ def main() -> int:
     parser.add_argument("--ms-buffers", type=int, default=None,
                         help="[glance_store] stream_buffers of the multistore Glance")
     args = parser.parse_args()
+    if args.downloads < 1:
+        parser.error("--downloads: at least 1")
     if args.ms_buffers is not None and args.ms_buffers < 2:
         # The option's minimum: Glance would refuse its store at the first upload.
         parser.error("--ms-buffers: stream_buffers is at least 2")
@@ -269,14 +307,14 @@ def main() -> int:
             for n in range(args.rounds):
                 order = WAYS if n % 2 == 0 else tuple(reversed(WAYS))
                 for backend in backends:
-                    for way in order:
-                        steps = round_of(way, servers[way], ceph,
-                                         backend, source, size, md5.hexdigest(), n == 0)
-                        for step, row in steps.items():
-                            results.setdefault((backend, step, way), []).append(row)
+                    done = round_of(order, servers, ceph, backend, source, size,
+                                    md5.hexdigest(), n == 0, args.downloads)
+                    for way, steps in done.items():
+                        for step, rows in steps.items():
+                            results.setdefault((backend, step, way), []).extend(rows)
                         print(f"round {n + 1} {backend} {way}: " + ", ".join(
-                            f"{s} {size / r['seconds'] / 1e6:.0f} MB/s"
-                            for s, r in steps.items()), file=sys.stderr, flush=True)
+                            f"{s} " + "/".join(f"{size / r['seconds'] / 1e6:.0f}" for r in rows)
+                            + " MB/s" for s, rows in steps.items()), file=sys.stderr, flush=True)
             peak = {way: s.rss_kib() for way, s in servers.items()}
         finally:
             for server in servers.values():
@@ -297,6 +335,12 @@ def report(results: dict[tuple[str, str, str], list[dict[str, float]]], size: in
     def per_gib(rows: list[dict[str, float]], key: str) -> float:
         return statistics.median(r[key] * GiB / size for r in rows)
 
+    def growth(rows: list[dict[str, float]]) -> float:
+        return max(r["rss"] - r["rss_start"] for r in rows)
+
+    def run_peak(way: str) -> float:
+        return max(r["rss"] for (_, _, w), rows in results.items() if w == way for r in rows)
+
     def speeds(rows: list[dict[str, float]]) -> list[float]:
         return [size / r["seconds"] / 1e6 for r in rows]
 
@@ -312,8 +356,8 @@ def report(results: dict[tuple[str, str, str], list[dict[str, float]]], size: in
         "CPU in s/GiB.", "",
         "| backend | step | glance_store MB/s | multistore MB/s | ratio | "
         "worker CPU gs / ms | busiest thread gs / ms | client CPU gs / ms | "
-        "Ceph CPU gs / ms | worker peak RSS MiB gs / ms |",
-        "|---|---|---|---|---|---|---|---|---|---|"]
+        "Ceph CPU gs / ms | worker peak RSS MiB gs / ms | peak over the step's start gs / ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|"]
     bounds = []
     for backend, step in dict.fromkeys((b, s) for b, s, _ in results):
         gs, ms = results[(backend, step, "glance_store")], results[(backend, step, "multistore")]
@@ -323,7 +367,8 @@ def report(results: dict[tuple[str, str, str], list[dict[str, float]]], size: in
             f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | "
             + " | ".join(f"{per_gib(gs, k):.2f} / {per_gib(ms, k):.2f}"
                          for k in ("worker", "busiest", "client", "ceph"))
-            + f" | {max(r['rss'] for r in gs):.0f} / {max(r['rss'] for r in ms):.0f} |")
+            + f" | {max(r['rss'] for r in gs):.0f} / {max(r['rss'] for r in ms):.0f} | "
+            + f"{growth(gs):.0f} / {growth(ms):.0f} |")
         if step == "upload":
             for way, rows in (("glance_store", gs), ("multistore", ms)):
                 cpu = per_gib(rows, "worker") + per_gib(rows, "client") + per_gib(rows, "ceph")
@@ -344,7 +389,11 @@ def report(results: dict[tuple[str, str, str], list[dict[str, float]]], size: in
         "Glance worker RSS (MiB): " + "; ".join(
             f"{way} idle {idle[way]['worker'] / 1024:.0f}, at the end "
             f"{peak[way]['worker'] / 1024:.0f}" for way in WAYS)
-        + ". Peak RSS per step: the highest of the rounds, VmHWM reset before each step."
+        + "; the run's peak (the highest of any step) " + ", ".join(
+            f"{way} {run_peak(way):.0f}" for way in WAYS)
+        + ". Peak RSS per step: the highest of the rounds, VmHWM reset before each step "
+        "(so it holds what earlier steps left allocated); over the step's start: the "
+        "most the step itself added, of its rounds."
         + (f" multistore's [glance_store]: stream_chunk_size {args.ms_chunk_size}, "
            f"stream_buffers {args.ms_buffers}." if args.ms_chunk_size or args.ms_buffers
            else "")]

@@ -43,7 +43,7 @@ from multistore.store import Store as MultistoreStore
 from multistore.storeset import StoreSet
 
 LOG = logging.getLogger(__name__)
-MiB = 1024 * 1024
+KiB = 1024
 #: Two stand-in ids, alike in shape, unlike in every character: the URL
 #: prefix of a store is what their locations have in common.
 _PROBE_IDS = ("00000000-0000-4000-8000-000000000000", "ffffffff-ffff-4fff-bfff-ffffffffffff")
@@ -73,22 +73,23 @@ def _glance_core_opts() -> list[cfg.Opt]:
     for opt in config.CORE_OPTS:
         if opt.dest in ("stream_chunk_size", "stream_buffers"):
             opt = copy.deepcopy(opt)
-            opt.default = {"stream_chunk_size": MiB, "stream_buffers": 2}[opt.dest]
+            opt.default = {"stream_chunk_size": 256 * KiB, "stream_buffers": 2}[opt.dest]
             opts.append(opt)
     return opts
 
 
 #: The core's buffer options in Glance's ``[glance_store]``, with defaults
-#: for Glance: 1 MiB reads, two buffers. Glance's request path (gunicorn's
+#: for Glance: 256 KiB reads, two buffers. Glance's request path (gunicorn's
 #: body reader, webob, the format inspector, CooperativeReader,
-#: LimitingReader) copies each read a few times, so Glance's memory grows
-#: with the size of the reads, and its CPU with their number: 1 MiB reads
-#: cost the worker about the CPU of 4 MiB ones (~7 CPU s/GiB for an upload,
-#: hashing included, against ~10 for 64 KiB reads) and +10-18 MiB of peak
-#: RSS instead of +45 (measured through Glance 33, benchmarks/README.md);
-#: two buffers are as fast as four there. A driver that asks for larger
-#: buffers (``write_chunk_size``: rbd's objects) gets them, filled by reads
-#: of ``stream_chunk_size``.
+#: LimitingReader) copies each read a few times, so the worker's memory
+#: grows with the size of the reads, and its CPU with their number. Through
+#: Glance 33 (1 GiB, 3 rounds; benchmarks/README.md), what one upload added
+#: to the worker's RSS, glance_store's drivers / multistore's: 256 KiB reads
+#: 5 / 6 MiB (file) and 43 / 39 (rbd), 1 MiB reads 5 / 11 and 48 / 58; the
+#: uploads ran 1.83-1.92x glance_store's speed (file) and 1.57-1.61x (rbd),
+#: against 2.21x and 1.62x with 1 MiB reads. Two buffers are as fast as four
+#: there. A driver that asks for larger buffers (``write_chunk_size``: rbd's
+#: objects) gets them, filled by reads of ``stream_chunk_size``.
 GLANCE_CORE_OPTS = _glance_core_opts()
 
 #: glance_store's exception for each of ours, most specific first: what

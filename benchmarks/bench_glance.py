@@ -3,7 +3,7 @@
 of one image, same backends, interleaved, one run.
 
     .venv/bin/python benchmarks/bench_glance.py [--size-mib 1024] [--rounds 3]
-        [--backends file,rbd] [--out FILE]
+        [--downloads 5] [--backends file,rbd] [--out FILE]
 
 Two Glance servers run as in the tests (tests/backends/glance.py: gunicorn,
 one ``gthread`` worker with 8 threads, SQLite), side by side, with the same

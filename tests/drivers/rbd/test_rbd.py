@@ -320,6 +320,24 @@ def test_unknown_size_grows_in_large_steps_and_trims(stores, ceph_a):
     stores.delete(location)
 
 
+def test_a_buffer_refilled_after_write_returns_changes_nothing_stored(stores):
+    """librbd writes from the caller's buffer (zero-copy): write() returns
+    only once librbd is done with it, so the core may refill it at once."""
+    driver = stores["ceph"].driver
+    image_id = new_id()
+    objects = [random_bytes(driver.write_chunk_size, seed=30 + i) for i in range(6)]
+    buf = bytearray(driver.write_chunk_size)
+    writer = driver.open_writer(image_id, len(objects) * len(buf))
+    for data in objects:
+        buf[:] = data
+        writer.write(memoryview(buf))
+        assert writer.in_flight == 0 and writer.held is None
+        buf[:] = b"\xff" * len(buf)       # what the core's next fill would do
+    location = writer.commit().location.format()
+    assert read(stores, location) == b"".join(objects)
+    stores.delete(location)
+
+
 def test_unknown_size_through_the_store_set(stores):
     data = random_bytes(13 * MiB + 11, seed=10)
     result = stores.add(new_id(), (data[i:i + 300_000] for i in range(0, len(data), 300_000)))
